@@ -1,0 +1,3 @@
+"""circlet: CircleCI pipelines, run anywhere."""
+
+__version__ = "0.1.0"

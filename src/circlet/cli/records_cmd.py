@@ -1,0 +1,5 @@
+"""Placeholder: ``circlet runs`` and ``circlet logs``."""
+
+import click
+
+commands: dict[str, click.Command] = {}
