@@ -193,7 +193,7 @@ class JobSpec:
     """A job as it will run: fully expanded, nothing left to substitute."""
 
     name: str  # the job definition's name (e.g. "test" or "python/test")
-    executor: ExecutorSpec | None  # None only for approval jobs
+    executor: ExecutorSpec | None  # None only for approval and no-op jobs
     steps: tuple[Step, ...] = ()
     environment: dict[str, str] = field(default_factory=dict)
     parallelism: int = 1
@@ -232,7 +232,7 @@ class JobNode:
     name: str
     job: JobSpec
     requires: tuple[Requirement, ...] = ()
-    type: Literal["build", "approval"] = "build"
+    type: Literal["build", "approval", "no-op"] = "build"  # no-op: nothing to run, succeeds
     contexts: tuple[str, ...] = ()
     filters: Filters = field(default_factory=Filters)
     matrix: dict[str, Any] = field(default_factory=dict)  # the matrix values of this copy

@@ -44,6 +44,12 @@ ORB_DIR = Setting(
     "~/.circlet/orbs",
     "A folder of local orbs: NS/NAME/orb.yml, NS/NAME@VERSION/orb.yml or orb-tools src/ layouts.",
 )
+ORB_NETWORK = Setting(
+    "orb-network",
+    "CIRCLET_ORB_NETWORK",
+    "0",
+    "1: fetch orbs that are not local, bundled or cached from CircleCI's registry.",
+)
 DATABASE_URL = Setting(
     "database-url",
     "CIRCLET_DATABASE_URL",
@@ -56,6 +62,14 @@ IMAGE_MAP = Setting(
     "",
     "Image substitutions, comma-separated FROM=TO "
     "(e.g. cimg/python:3.12.0=circlet/cimg-python:3.11).",
+)
+
+SSH_KEYS_DIR = Setting(
+    "ssh-keys-dir",
+    "CIRCLET_SSH_KEYS_DIR",
+    "",
+    "A folder of private SSH keys for add_ssh_keys: one file per key, named by its "
+    "fingerprint (or with its .pub beside it); empty: <circlet home>/ssh-keys.",
 )
 
 

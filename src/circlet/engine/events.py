@@ -112,6 +112,10 @@ class StepStarted:
     index: int  # 0-based, in display order (Spin up environment is 0)
     name: str
     step_type: str  # "spin_up" | "env" | "run" | "checkout" | …
+    # run steps: the shebang line and the command, shown above the output as
+    # CircleCI does ("#!/bin/bash -eo pipefail\npipenv install")
+    command: str | None = None
+    background: bool = False
     at: float = field(default_factory=now)
     kind: Literal["step_started"] = "step_started"
 

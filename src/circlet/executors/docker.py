@@ -1,0 +1,582 @@
+"""The docker executor: a job's primary container plus its service containers.
+
+As on CircleCI, the primary (``images[0]``) only has to stay up: its image
+ENTRYPOINT/CMD are ignored and a keep-alive runs instead, and every step is a
+``docker exec`` into it. When the config gives the primary a ``command`` (or
+``entrypoint``), that runs too, as a detached exec beside the steps, so that
+a command that exits does not take the job's container down with it.
+
+Service containers (``images[1:]``) run their own entrypoint/command and join
+the primary's network namespace (``network_mode=container:<primary>``), so
+they answer on ``localhost``. A service's ``name`` is added to the primary's
+``/etc/hosts`` as 127.0.0.1 (the namespace is shared, so every name is local).
+
+Every container carries the label ``circlet.job=<job_key>``; ``stop`` and
+:func:`remove_leftovers` find them by it. Files move in and out as tar
+streams (host ``tar`` ↔ the engine's archive API) with the container user's
+uid/gid in the headers, so copied files belong to that user.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import posixpath
+import signal
+import tarfile
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+
+from circlet import settings
+from circlet.executors import images, process
+from circlet.executors.base import ExecResult, ExecutorError, OutputCallback, StartInfo
+from circlet.executors.common import CA_BUNDLE_VARIABLES, LABEL_JOB, expand_path
+from circlet.executors.dockerexec import WRAPPER, DockerSocket
+from circlet.plan import DockerImage, JobSpec, SetupRemoteDockerStep
+
+DEFAULT_DOCKER_HOST = "unix:///var/run/docker.sock"
+LABEL_ROLE = "circlet.role"
+CA_PATH = "/etc/ssl/certs/circlet-ca.crt"
+AGENT_BIN = "/opt/circlet/bin"
+KEEPALIVE = ("/bin/sh", "-c", "while :; do sleep 86400; done")
+_PROBE = 'printf "%s\\n%s\\n" "$HOME" "$PATH"; id -u; id -g'
+_MODE_DIR = 1 << 31  # Go's os.ModeDir in the archive API's stat header
+_CHUNK = 1 << 20
+
+
+class DockerExecutor:
+    """Starts job environments on a Docker engine; one object serves many jobs."""
+
+    name = "docker"
+
+    def __init__(
+        self,
+        *,
+        image_map: Mapping[str, str] | None = None,
+        ca_bundle: str | None = None,
+        agent_bin: Path | None = None,
+        docker_host: str | None = None,
+        pull_timeout: float = images.DEFAULT_PULL_TIMEOUT,
+    ) -> None:
+        """``image_map`` (flags, .circlet.yml) overlays the ``image`` setting.
+
+        ``ca_bundle`` (default: the ``ca-bundle`` setting) is mounted into every
+        container and trusted there; ``agent_bin`` is mounted read-only at
+        /opt/circlet/bin and put first on PATH; ``docker_host`` defaults to
+        $DOCKER_HOST, else the local socket.
+        """
+        self.image_map = images.image_map(image_map)
+        self.ca_bundle = settings.CA_BUNDLE.get() if ca_bundle is None else ca_bundle
+        self.agent_bin = agent_bin
+        self.docker_host = docker_host or os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
+        self.pull_timeout = pull_timeout
+        self._socket = DockerSocket(self.docker_host)
+        self._api: docker.APIClient | None = None
+        self._system: tuple[str, ...] = ()
+        self._lock = threading.Lock()
+
+    @property
+    def api(self) -> docker.APIClient:
+        """The engine's API client (connected on first use)."""
+        with self._lock:
+            if self._api is None:
+                self._api, self._system = _connect(self.docker_host)
+            return self._api
+
+    def start(
+        self, job: JobSpec, *, job_key: str, extra_env: Mapping[str, str]
+    ) -> DockerEnvironment:
+        """Resolve the images, start the containers, ask the primary for $HOME."""
+        spec = job.executor
+        if spec is None or spec.kind != "docker" or not spec.images:
+            kind = spec.kind if spec is not None else "no"
+            raise ExecutorError(
+                f"job {job.name} uses a {kind} executor, not docker images; "
+                "run it with --executor host"
+            )
+        if self.ca_bundle and not os.path.isfile(self.ca_bundle):
+            raise ExecutorError(f"CA bundle {self.ca_bundle} does not exist")
+        api = self.api
+        resolved = [
+            images.ensure_image(
+                api,
+                img.image,
+                self.image_map,
+                docker_host=self.docker_host,
+                pull_timeout=self.pull_timeout,
+            )
+            for img in spec.images
+        ]
+        env = DockerEnvironment(self, api, job, job_key)
+        try:
+            env.start(spec.images, resolved, extra_env, self._system)
+        except docker.errors.APIError as exc:
+            env.stop()
+            raise ExecutorError(
+                f"cannot start the containers of job {job.name}: {images.short_reason(exc)}"
+            ) from exc
+        except BaseException:
+            env.stop()
+            raise
+        return env
+
+    def remove_leftovers(self, job_key_prefix: str) -> int:
+        """Remove every container whose ``circlet.job`` starts with the prefix (Ctrl-C)."""
+        return remove_leftovers(job_key_prefix, api=self.api)
+
+
+class DockerEnvironment:
+    """A started docker job: the primary container, its services, and how to exec."""
+
+    info: StartInfo
+
+    def __init__(
+        self, executor: DockerExecutor, api: docker.APIClient, job: JobSpec, job_key: str
+    ) -> None:
+        self._executor = executor
+        self._api = api
+        self._job = job
+        self._job_key = job_key
+        self.containers: list[str] = []  # ids, primary first
+        self.primary = ""
+        self._home = "/root"
+        self._path = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        self._uid = self._gid = 0
+        self._stopped = False
+        self.info = StartInfo(lines=(), home=self._home)
+
+    # ------------------------------------------------------------------ start
+
+    def start(
+        self,
+        specs: tuple[DockerImage, ...],
+        resolved: list[images.ResolvedImage],
+        extra_env: Mapping[str, str],
+        system: tuple[str, ...],
+    ) -> None:
+        """Create and start the containers (called once, by DockerExecutor.start)."""
+        started = time.monotonic()
+        ex = self._executor
+        binds: list[str] = []
+        base_env: dict[str, str] = {}
+        if ex.ca_bundle:
+            binds.append(f"{os.path.abspath(ex.ca_bundle)}:{CA_PATH}:ro")
+            base_env.update(dict.fromkeys(CA_BUNDLE_VARIABLES, CA_PATH))
+        primary_binds = list(binds)
+        if ex.agent_bin is not None:
+            primary_binds.append(f"{os.path.abspath(ex.agent_bin)}:{AGENT_BIN}:ro")
+        group_add: list[str] = []
+        details = {"executor": "docker", "image": specs[0].image, "local_image": resolved[0].local}
+        if any(isinstance(step, SetupRemoteDockerStep) for step in self._job.steps):
+            sock = ex._socket.address
+            if not isinstance(sock, str):
+                raise ExecutorError("setup_remote_docker needs a local (unix socket) Docker engine")
+            primary_binds.append(f"{sock}:/var/run/docker.sock")
+            with contextlib.suppress(OSError):  # let a non-root user use the socket
+                group_add.append(str(os.stat(sock).st_gid))
+            details["docker_host"] = "unix:///var/run/docker.sock"
+
+        lines = [*system, ""]
+        primary_spec, primary_image = specs[0], resolved[0]
+        lines += _image_lines(primary_spec, primary_image)
+        created = time.monotonic()
+        self.primary = self._create(
+            primary_image.local,
+            role="primary",
+            entrypoint=list(KEEPALIVE),
+            command=[],
+            user=primary_spec.user,
+            environment={**base_env, **primary_spec.environment, **extra_env},
+            host_config=self._api.create_host_config(
+                binds=primary_binds,
+                init=True,
+                extra_hosts={s.name: "127.0.0.1" for s in specs[1:] if s.name},
+                group_add=group_add or None,
+            ),
+        )
+        self._api.start(self.primary)
+        lines.append(f"  time to create container: {time.monotonic() - created:.3f}s")
+        for spec, image in zip(specs[1:], resolved[1:], strict=True):
+            lines += _image_lines(spec, image)
+            created = time.monotonic()
+            service = self._create(
+                image.local,
+                role="service",
+                entrypoint=list(spec.entrypoint) if spec.entrypoint is not None else None,
+                command=list(spec.command) if spec.command is not None else None,
+                user=spec.user,
+                environment={**base_env, **spec.environment},
+                host_config=self._api.create_host_config(
+                    binds=binds, network_mode=f"container:{self.primary}"
+                ),
+            )
+            self._api.start(service)
+            lines.append(f"  time to create container: {time.monotonic() - created:.3f}s")
+        self._learn_user(primary_spec, primary_image, extra_env)
+        if ex.agent_bin is not None:
+            self._path = f"{AGENT_BIN}:{self._path}"
+        self._start_primary_command(primary_spec, primary_image)
+        lines.append(f"Time to start containers: {time.monotonic() - started:.3f}s")
+        details["container"] = self.primary[:12]
+        details["user"] = primary_spec.user or str(primary_image.config.get("User") or "root")
+        self.info = StartInfo(lines=tuple(lines), home=self._home, details=details)
+
+    def _create(
+        self,
+        image: str,
+        *,
+        role: str,
+        entrypoint: list[str] | None,
+        command: list[str] | None,
+        user: str | None,
+        environment: dict[str, str],
+        host_config: dict[str, Any],
+    ) -> str:
+        created = self._api.create_container(
+            image,
+            entrypoint=entrypoint,
+            command=command,
+            user=user or "",
+            environment=environment,
+            labels={LABEL_JOB: self._job_key, LABEL_ROLE: role},
+            host_config=host_config,
+            detach=True,
+        )
+        container_id = str(created["Id"])
+        self.containers.append(container_id)
+        if self._stopped:  # stop() ran meanwhile (Ctrl-C): it may not have seen this one
+            with contextlib.suppress(docker.errors.APIError):
+                self._api.remove_container(container_id, force=True, v=True)
+            raise ExecutorError("the job was stopped while its containers were starting")
+        return container_id
+
+    def _learn_user(
+        self, spec: DockerImage, image: images.ResolvedImage, extra_env: Mapping[str, str]
+    ) -> None:
+        """$HOME, $PATH, uid and gid of the primary's user, as ``docker exec`` will see them.
+
+        Read from the image config and the container's /etc/passwd (one archive
+        call) rather than asked of a shell: an exec costs several times more.
+        """
+        env = _env_list(image.config.get("Env")) | spec.environment | dict(extra_env)
+        self._path = env.get("PATH", self._path)
+        user = spec.user or str(image.config.get("User") or "")
+        name, _, group = user.partition(":")
+        passwd = self._read_file("/etc/passwd")
+        if passwd is None:
+            self._probe()
+            return
+        entry = _passwd_entry(passwd, name or "0")
+        if entry is None and not (name or "0").isdigit():
+            self._probe()  # a user we cannot place; the shell knows
+            return
+        self._uid = int(name) if entry is None else int(entry[2])
+        self._gid = int(entry[3]) if entry is not None else self._uid
+        if group:
+            if group.isdigit():
+                self._gid = int(group)
+            else:
+                self._probe()
+                return
+        self._home = env.get("HOME") or (entry[5] if entry is not None and entry[5] else "/")
+
+    def _read_file(self, path: str) -> str | None:
+        try:
+            stream, _ = self._api.get_archive(self.primary, path)
+            data = b"".join(stream)
+        except docker.errors.APIError:
+            return None
+        with tarfile.open(fileobj=io.BytesIO(data)) as archive:
+            member = next((m for m in archive.getmembers() if m.isfile()), None)
+            handle = archive.extractfile(member) if member is not None else None
+            return handle.read().decode(errors="replace") if handle is not None else None
+
+    def _probe(self) -> None:
+        """Ask the primary, as its user, for $HOME, $PATH, uid and gid."""
+        chunks: list[bytes] = []
+        result = self._exec(["sh", "-c", _PROBE], env={}, cwd=None, on_output=chunks.append)
+        fields = b"".join(chunks).decode(errors="replace").splitlines()
+        if result.exit_code != 0 or len(fields) < 4:
+            raise ExecutorError(
+                f"the primary container does not run sh ({result.exit_code}): "
+                f"{' '.join(fields)[:200]}"
+            )
+        self._home, self._path = fields[0] or "/", fields[1] or self._path
+        self._uid = int(fields[2]) if fields[2].isdigit() else 0
+        self._gid = int(fields[3]) if fields[3].isdigit() else 0
+
+    def _start_primary_command(self, spec: DockerImage, image: images.ResolvedImage) -> None:
+        if spec.entrypoint is None and spec.command is None:
+            return  # CircleCI ignores the primary image's own ENTRYPOINT and CMD
+        entrypoint = spec.entrypoint
+        if entrypoint is None:
+            entrypoint = tuple(image.config.get("Entrypoint") or ())
+        argv = [*entrypoint, *(spec.command or ())]
+        if argv:
+            exec_id = self._api.exec_create(self.primary, argv, environment=self._env({}))["Id"]
+            self._api.exec_start(exec_id, detach=True)
+
+    # ------------------------------------------------------------------- exec
+
+    def exec(
+        self,
+        argv: list[str],
+        *,
+        env: Mapping[str, str],
+        cwd: str | None,
+        on_output: OutputCallback,
+        stdin: bytes | None = None,
+        timeout: float | None = None,
+        no_output_timeout: float | None = None,
+        cancel: threading.Event | None = None,
+    ) -> ExecResult:
+        """``docker exec`` into the primary, streamed; kills happen inside the container."""
+        if self._stopped:
+            raise ExecutorError("the docker environment was stopped")
+        return self._exec(
+            argv,
+            env=env,
+            cwd=self.expand(cwd) if cwd is not None else None,
+            on_output=on_output,
+            stdin=stdin,
+            timeout=timeout,
+            no_output_timeout=no_output_timeout,
+            cancel=cancel,
+        )
+
+    def _exec(
+        self,
+        argv: list[str],
+        *,
+        env: Mapping[str, str],
+        cwd: str | None,
+        on_output: OutputCallback,
+        stdin: bytes | None = None,
+        timeout: float | None = None,
+        no_output_timeout: float | None = None,
+        cancel: threading.Event | None = None,
+    ) -> ExecResult:
+        try:
+            exec_id = self._api.exec_create(
+                self.primary,
+                [*WRAPPER, *argv],
+                stdout=True,
+                stderr=True,
+                stdin=stdin is not None,
+                environment=self._env(env),
+                workdir=cwd,
+            )["Id"]
+        except docker.errors.APIError as exc:
+            raise ExecutorError(f"docker exec: {images.short_reason(exc)}") from exc
+        stream = self._executor._socket.start_exec(
+            self._api.api_version, exec_id, stdin=stdin is not None, signal_group=self._signal
+        )
+        try:
+            outcome = process.supervise(
+                stream,
+                on_output=on_output,
+                stdin=stdin,
+                timeout=timeout,
+                no_output_timeout=no_output_timeout,
+                cancel=cancel,
+            )
+        finally:
+            stream.close()
+        if outcome.reason is not None:
+            return outcome.result(None)
+        return ExecResult(exit_code=self._exit_code(exec_id, cancel))
+
+    def _env(self, env: Mapping[str, str]) -> dict[str, str]:
+        result = {"PATH": self._path, **env}
+        if "PATH" in env and self._executor.agent_bin is not None:
+            parts = env["PATH"].split(":")
+            if AGENT_BIN not in parts:
+                result["PATH"] = ":".join([AGENT_BIN, *parts])
+        return result
+
+    def _exit_code(self, exec_id: str, cancel: threading.Event | None) -> int | None:
+        # The stream can end a moment before the engine records the exit code.
+        for _ in range(200):
+            try:
+                state = self._api.exec_inspect(exec_id)
+            except docker.errors.APIError as exc:
+                if self._stopped or (cancel is not None and cancel.is_set()):
+                    return None  # the job is being torn down around a background step
+                raise ExecutorError(f"docker exec: {images.short_reason(exc)}") from exc
+            if not state.get("Running"):
+                code = state.get("ExitCode")
+                return int(code) if code is not None else None
+            time.sleep(0.01)
+        return None
+
+    def _signal(self, pgid: int, sig: signal.Signals) -> None:
+        """``kill -SIG -PGID`` inside the primary, as root (a step may have used sudo)."""
+        name = sig.name.removeprefix("SIG")
+        with contextlib.suppress(docker.errors.APIError):
+            exec_id = self._api.exec_create(
+                self.primary, ["sh", "-c", f"kill -{name} -{pgid} 2>/dev/null"], user="0"
+            )["Id"]
+            self._api.exec_start(exec_id, detach=True)
+
+    # ------------------------------------------------------------- files, paths
+
+    def expand(self, path: str) -> str:
+        """``~`` → the container user's HOME; relative → the job's working directory."""
+        return expand_path(path, home=self._home, working_directory=self._job.working_directory)
+
+    def copy_in(self, src: Path, dest: str) -> None:
+        """Stream ``src`` (a directory's contents, or a file to the path ``dest``) in."""
+        target = self.expand(dest)
+        owner = [f"--owner={self._uid}", f"--group={self._gid}", "--numeric-owner"]
+        if src.is_dir():
+            directory, argv = target, ["tar", "-c", *owner, "-C", str(src), "."]
+        elif src.exists() or src.is_symlink():
+            directory = posixpath.dirname(target)
+            name = posixpath.basename(target)
+            # --transform renames the one member to the destination's name.
+            rename = f"--transform=s|.*|{_sed_escape(name)}|S"
+            argv = ["tar", "-c", *owner, rename, "-C", str(src.parent), src.name]
+        else:
+            raise ExecutorError(f"cannot copy {src}: no such file or directory")
+        self._mkdir(directory)
+        with process.open_pipe(argv, mode="r", what=f"copy {src}") as tar:
+            try:
+                self._api.put_archive(self.primary, directory, _chunks(tar))
+            except docker.errors.APIError as exc:
+                raise ExecutorError(f"copy to {target}: {images.short_reason(exc)}") from exc
+
+    def copy_out(self, src: str, dest: Path) -> bool:
+        """Stream ``src`` out to ``dest`` (a directory's contents, or a file); False if missing."""
+        source = self.expand(src)
+        try:
+            stream, stat = self._api.get_archive(self.primary, source, chunk_size=_CHUNK)
+        except docker.errors.NotFound:
+            return False
+        except docker.errors.APIError as exc:
+            raise ExecutorError(f"copy from {source}: {images.short_reason(exc)}") from exc
+        if int(stat.get("mode", 0)) & _MODE_DIR:
+            dest.mkdir(parents=True, exist_ok=True)
+            _untar(stream, dest, strip=1)
+            return True
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".circlet-") as tmp:
+            _untar(stream, Path(tmp), strip=0)
+            os.replace(Path(tmp) / posixpath.basename(source.rstrip("/")), dest)
+        return True
+
+    def _mkdir(self, directory: str) -> None:
+        chunks: list[bytes] = []
+        result = self._exec(["mkdir", "-p", directory], env={}, cwd=None, on_output=chunks.append)
+        if result.exit_code != 0:
+            text = b"".join(chunks).decode(errors="replace").strip()
+            raise ExecutorError(f"cannot create {directory} in the container: {text[-200:]}")
+
+    # ------------------------------------------------------------------- stop
+
+    def stop(self) -> None:
+        """Remove every container of the job (also after a partial start); never raises."""
+        if self._stopped:
+            return
+        self._stopped = True
+        ids = list(self.containers)
+        with contextlib.suppress(Exception):  # a create whose answer we never got
+            for found in self._api.containers(
+                all=True, quiet=True, filters={"label": f"{LABEL_JOB}={self._job_key}"}
+            ):
+                if found["Id"] not in ids:
+                    ids.append(found["Id"])
+        for container_id in reversed(ids):  # services first: they use the primary's network
+            with contextlib.suppress(Exception):
+                self._api.remove_container(container_id, force=True, v=True)
+
+
+def remove_leftovers(job_key_prefix: str, *, api: docker.APIClient | None = None) -> int:
+    """Force-remove containers labelled ``circlet.job=<prefix>…``; how many were removed."""
+    client = api or _connect(os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST)[0]
+    removed = 0
+    for found in client.containers(all=True, filters={"label": LABEL_JOB}):
+        if str(found.get("Labels", {}).get(LABEL_JOB, "")).startswith(job_key_prefix):
+            with contextlib.suppress(docker.errors.APIError):
+                client.remove_container(found["Id"], force=True, v=True)
+                removed += 1
+    return removed
+
+
+def _connect(docker_host: str) -> tuple[docker.APIClient, tuple[str, ...]]:
+    """An API client and the *System information* lines of the engine."""
+    try:
+        api = docker.APIClient(base_url=docker_host, version="auto", timeout=300)
+        info = api.info()
+    except docker.errors.DockerException as exc:
+        raise ExecutorError(
+            f"cannot reach the Docker engine at {docker_host} ({str(exc)[:160]}); "
+            "is it running? (or use --executor host)"
+        ) from exc
+    lines = [f"Docker engine version {info.get('ServerVersion', '?')}", "System information:"]
+    for label, key in (
+        ("Server Version", "ServerVersion"),
+        ("Storage Driver", "Driver"),
+        ("Cgroup Driver", "CgroupDriver"),
+        ("Cgroup Version", "CgroupVersion"),
+        ("Kernel Version", "KernelVersion"),
+        ("Operating System", "OperatingSystem"),
+        ("OSType", "OSType"),
+        ("Architecture", "Architecture"),
+    ):
+        if info.get(key):
+            lines.append(f" {label}: {info[key]}")
+    return api, tuple(lines)
+
+
+def _image_lines(spec: DockerImage, image: images.ResolvedImage) -> list[str]:
+    lines = [f"Starting container {spec.image}"]
+    if image.local != spec.image:
+        lines.append(f"  mapped to local image {image.local}")
+    lines.append("  pulled" if image.pulled else "  image cache found on this host")
+    lines.append(f"{spec.image}:")
+    lines.append(f"  using image {image.digest or image.local} ({image.short_id})")
+    return lines
+
+
+def _env_list(items: Any) -> dict[str, str]:
+    """An image config's ``Env`` list as a dict."""
+    result: dict[str, str] = {}
+    for item in items or ():
+        key, _, value = str(item).partition("=")
+        result[key] = value
+    return result
+
+
+def _passwd_entry(passwd: str, user: str) -> list[str] | None:
+    """The /etc/passwd fields of ``user`` (a name or a uid)."""
+    for line in passwd.splitlines():
+        fields = line.split(":")
+        if len(fields) >= 7 and (fields[0] == user or (user.isdigit() and fields[2] == user)):
+            return fields
+    return None
+
+
+def _chunks(stream: Any) -> Iterator[bytes]:
+    while chunk := stream.read(_CHUNK):
+        yield chunk
+
+
+def _untar(stream: Iterator[bytes], dest: Path, *, strip: int) -> None:
+    argv = ["tar", "-x", "--no-same-owner", "-C", str(dest)]
+    if strip:
+        argv.append(f"--strip-components={strip}")
+    with process.open_pipe(argv, mode="w", what=f"copy to {dest}") as tar:
+        for chunk in stream:
+            tar.write(chunk)
+
+
+def _sed_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("&", "\\&")

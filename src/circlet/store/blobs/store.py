@@ -1,0 +1,220 @@
+"""``LocalBlobStore``: the :class:`~circlet.store.api.BlobStore` on a local folder.
+
+Layout of the store folder::
+
+    index.sqlite   digests → pack locations, (namespace, key) → manifest (WAL)
+    packs/         NAME.pack: concatenated zstd frames, one per chunk
+    lock           flock: shared while saving/reading, exclusive while pruning
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from circlet.store.api import RestoreStats, TreeEntry
+from circlet.store.blobs.index import Index
+from circlet.store.blobs.manifest import DIR, FILE, Manifest
+from circlet.store.blobs.packs import ChunkStream, PackReader
+from circlet.store.blobs.restore import SafeTarget, run_parallel, write_chunks
+from circlet.store.blobs.walk import Scan, scan
+from circlet.store.blobs.writer import Ingest, TreeBuilder
+
+
+class BlobNotFoundError(KeyError):
+    """A digest the store does not hold."""
+
+    def __str__(self) -> str:
+        return f"blob {self.args[0]} is not in the store"
+
+
+class LocalBlobStore:
+    """Content-addressed (blake3), zstd-compressed, deduplicated blobs and trees."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.packs_dir = self.path / "packs"
+        self.packs_dir.mkdir(parents=True, exist_ok=True)
+        lock_path = self.path / "lock"
+        lock_path.touch(exist_ok=True)
+        self._lock_path = lock_path
+        self.index = Index(self.path / "index.sqlite")
+        # What the newest put_tree of this object walked and how many files it read.
+        self.last_scan: Scan | None = None
+        self.last_hashed = 0
+
+    def close(self) -> None:
+        """Release the index connection."""
+        self.index.close()
+
+    def __enter__(self) -> LocalBlobStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- locking: pruning rewrites packs, so it excludes every reader and writer
+    @contextmanager
+    def shared_lock(self) -> Iterator[None]:
+        """Held while a save or a read relies on packs staying where they are."""
+        with self._flock(fcntl.LOCK_SH):
+            yield
+
+    @contextmanager
+    def exclusive_lock(self) -> Iterator[None]:
+        """Held by garbage collection."""
+        with self._flock(fcntl.LOCK_EX):
+            yield
+
+    @contextmanager
+    def _flock(self, how: int) -> Iterator[None]:
+        fd = os.open(self._lock_path, os.O_RDWR | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, how)
+            yield
+        finally:
+            os.close(fd)  # closing drops the lock
+
+    # -- raw blobs
+    def put_blob(self, stream: BinaryIO) -> tuple[str, int]:
+        """Store the bytes of ``stream``; return (digest, size). Idempotent. The blob is
+        kept by :meth:`prune` until it is older than the age limit."""
+        with self.shared_lock():
+            ingest = Ingest(self)
+            digest, size = ingest.put_reader(stream.read)
+            ingest.pack.finish()
+            self.index.commit(ingest.pack.chunks, ingest.composites, blob_ref=digest)
+        return digest, size
+
+    def open_blob(self, digest: str) -> BinaryIO:
+        """Read a blob back (decompressed, streamed chunk by chunk)."""
+        with self.shared_lock():
+            locs = self.index.locate([digest]).get(digest)
+            if locs is None:
+                raise BlobNotFoundError(digest)
+            raw = ChunkStream(self.packs_dir, locs)
+        return _buffered(raw)
+
+    def has_blob(self, digest: str) -> bool:
+        """Whether the store holds ``digest``."""
+        return self.index.has_blob(digest)
+
+    def read_manifest(self, digest: str) -> Manifest:
+        """The manifest blob ``digest``, parsed."""
+        with self.open_blob(digest) as fh:
+            return Manifest.decode(fh.read())
+
+    # -- trees
+    def put_tree(
+        self,
+        namespace: str,
+        key: str,
+        root: Path,
+        paths: Sequence[str] = (".",),
+        meta: dict[str, Any] | None = None,
+    ) -> TreeEntry:
+        """Snapshot ``paths`` under ``root`` as ``key`` (see the protocol). Files
+        unchanged since the newest save of ``namespace`` from the same root are
+        not read again."""
+        existing = self.index.get_tree(namespace, key)
+        if existing is not None:
+            return existing
+        found = scan(Path(root), paths)
+        self.last_scan = found
+        with TreeBuilder(self, root=found.root) as builder:
+            previous = self._previous_manifest(namespace, found.root)
+            builder.add_items(found.items, previous)
+            self.last_hashed = builder.hashed
+            return builder.commit(namespace, key, meta)
+
+    def tree_builder(self, root: str = "") -> TreeBuilder:
+        """A builder for trees that do not come from a local walk (archive import)."""
+        return TreeBuilder(self, root=root)
+
+    def _previous_manifest(self, namespace: str, root: str) -> Manifest | None:
+        digest = self.index.newest_manifest(namespace, root)
+        if digest is None:
+            return None
+        try:
+            return self.read_manifest(digest)
+        except (KeyError, ValueError, OSError):
+            return None  # only an optimization: hash everything instead
+
+    def get_tree(self, namespace: str, key: str) -> TreeEntry | None:
+        """The entry stored under exactly ``key``."""
+        return self.index.get_tree(namespace, key)
+
+    def find_tree(self, namespace: str, prefix: str) -> TreeEntry | None:
+        """The newest entry whose key starts with ``prefix``."""
+        return self.index.find_tree(namespace, prefix)
+
+    def list_trees(self, namespace: str | None = None) -> list[TreeEntry]:
+        """Entries of ``namespace`` (or all), oldest first."""
+        return self.index.list_trees(namespace)
+
+    def delete_tree(self, namespace: str, key: str) -> bool:
+        """Forget an entry; its blobs go at the next :meth:`prune`."""
+        return self.index.delete_tree(namespace, key)
+
+    def restore_tree(self, entry: TreeEntry, target: Path) -> RestoreStats:
+        """Materialize ``entry`` under ``target``: fresh files decompressed from the
+        packs (method "stream"); the store is never linked into the target."""
+        start = time.perf_counter()
+        with self.shared_lock():
+            man = self.read_manifest(entry.manifest)
+            man.validate()
+            files = [i for i, k in enumerate(man.kinds) if k == FILE]
+            locs = self.index.locate({man.digests[i] for i in files})
+            missing = {man.digests[i] for i in files} - locs.keys()
+            if missing:
+                raise BlobNotFoundError(sorted(missing)[0])
+            out = SafeTarget(Path(target))
+            for i, kind in enumerate(man.kinds):
+                if kind == DIR:
+                    out.add_dir(man.paths[i], man.modes[i], man.mtimes[i])
+                elif kind != FILE:
+                    out.add_symlink(man.paths[i], man.digests[i], man.mtimes[i])
+            reader = PackReader(self.packs_dir)
+            try:
+
+                def restore_one(i: int) -> None:
+                    fd = out.create_file(man.paths[i])
+                    try:
+                        write_chunks(fd, reader, locs[man.digests[i]])
+                    except BaseException:
+                        os.close(fd)
+                        raise
+                    out.close_file(fd, man.modes[i], man.mtimes[i])
+
+                run_parallel(files, man.sizes, restore_one)
+            finally:
+                reader.close()
+            out.finish()
+        return RestoreStats(
+            files=len(files),
+            size=man.content_size(),
+            seconds=time.perf_counter() - start,
+            method="stream",
+        )
+
+    def prune(self, *, max_bytes: int | None = None, max_age_days: float | None = None) -> int:
+        """Drop trees older than ``max_age_days``, then the oldest until the store
+        holds at most ``max_bytes``; delete what no tree references; return bytes freed."""
+        from circlet.store.blobs.gc import collect
+
+        return collect(self, max_bytes=max_bytes, max_age_days=max_age_days).freed
+
+    def stored_bytes(self) -> int:
+        """Bytes the packs take on disk."""
+        return sum(p.stat().st_size for p in self.packs_dir.iterdir() if p.is_file())
+
+
+def _buffered(raw: ChunkStream) -> BinaryIO:
+    import io
+
+    return io.BufferedReader(raw, buffer_size=1 << 20)
