@@ -72,6 +72,14 @@ SSH_KEYS_DIR = Setting(
     "fingerprint (or with its .pub beside it); empty: <circlet home>/ssh-keys.",
 )
 
+BROKER_URL = Setting(
+    "broker-url",
+    "CIRCLET_BROKER_URL",
+    "",
+    "Celery broker of the runner fleet (redis://… or amqp://…); empty: no fleet, "
+    "every job runs in the server's own pool.",
+)
+
 
 def home_dir() -> Path:
     """The circlet home directory, created if missing."""

@@ -23,9 +23,11 @@ from circlet.plan import JobSpec
 
 
 @pytest.fixture(autouse=True)
-def _clean_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+def _clean_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for name in ("CIRCLET_CA_BUNDLE", "CIRCLET_IMAGE_MAP", "CIRCLET_KEEP_WORKDIR"):
         monkeypatch.delenv(name, raising=False)
+    # Staging directories go under the circlet home: not the real one.
+    monkeypatch.setenv("CIRCLET_HOME", str(tmp_path / "circlet-home"))
 
 
 @pytest.fixture(params=["host", pytest.param("docker", marks=pytest.mark.docker)])

@@ -71,9 +71,11 @@ class Server:
         return c
 
     def api(self, token: str) -> httpx.Client:
-        return httpx.Client(
+        c = httpx.Client(
             base_url=self.base + "/api/v2", headers={"Circle-Token": token}, timeout=30
         )
+        self.clients.append(c)
+        return c
 
     def wait_pipeline(
         self, api: httpx.Client, pipeline_id: str, timeout: float = 60
@@ -81,6 +83,8 @@ class Server:
         """Wait until every workflow of the pipeline has ended; its workflows."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if api.get(f"/pipeline/{pipeline_id}").json().get("state") == "errored":
+                return []
             items = api.get(f"/pipeline/{pipeline_id}/workflow").json()["items"]
             if items and all(w["status"] not in ("running",) for w in items):
                 self.svc.runs.wait_idle(timeout=30)
@@ -91,11 +95,17 @@ class Server:
 
 def start_server(home: Path, **settings: Any) -> tuple[Server, uvicorn.Server, threading.Thread]:
     """Start a real server; the caller stops it."""
-    app = create_app(ServerSettings(home=home, executor="host", schedules=False, **settings))
+    settings.setdefault("executor", "host")
+    app = create_app(ServerSettings(home=home, schedules=False, **settings))
     port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
-            app, host="127.0.0.1", port=port, log_level="warning", timeout_graceful_shutdown=1
+            app,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            timeout_graceful_shutdown=1,
+            timeout_keep_alive=120,
         )
     )
     thread = threading.Thread(target=server.run, daemon=True)

@@ -9,6 +9,10 @@ approval job is ``on_hold`` (approved at once with ``approve=True``).
 ``parallelism: N`` runs N copies of a job, one JobRunner each, under one
 build number. Cancel (Ctrl-C) stops dispatching, cancels the running copies
 and marks the waiting jobs ``canceled``.
+
+Each job copy is handed to a :class:`Dispatcher` on a pool thread: by default
+:class:`LocalDispatcher` (a JobRunner in this process); ``circlet.cluster``'s
+dispatcher sends runner-class jobs to a Celery queue and waits for them there.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Protocol
 
 from circlet.engine import events as ev
 from circlet.engine.environ import BuildIdentity
@@ -105,6 +110,55 @@ class RunOptions:
     repository_url: str = ""
     build_url: Callable[[int], str] | None = None
     staging_root: Path | None = None
+
+
+@dataclass(frozen=True)
+class DispatchContext:
+    """What a dispatcher gets besides the job copy: the run's shared parts.
+
+    ``executor`` is None when the dispatcher said the job does not run here
+    (:meth:`Dispatcher.is_local`)."""
+
+    executor: Executor | None
+    blobs: BlobStore
+    sink: ev.EventSink
+    records: RecordsReader | None
+    cancel: threading.Event
+    staging_root: Path | None
+
+
+class Dispatcher(Protocol):
+    """Runs one job copy somewhere and returns how it ended (called on a pool thread,
+    it blocks until the copy is done; events go to ``ctx.sink`` in order)."""
+
+    def is_local(self, spec: JobSpec) -> bool:
+        """True if ``spec`` runs in this process (the scheduler then makes its executor)."""
+        ...
+
+    def __call__(self, request: JobRequest, ctx: DispatchContext) -> JobResult: ...
+
+
+class LocalDispatcher:
+    """The default: a JobRunner on the scheduler's own pool thread."""
+
+    def is_local(self, spec: JobSpec) -> bool:  # noqa: ARG002 - every job runs here
+        """Every job runs here."""
+        return True
+
+    def __call__(self, request: JobRequest, ctx: DispatchContext) -> JobResult:
+        """Run the copy with ``ctx.executor`` and return its result."""
+        if ctx.executor is None:
+            raise ValueError("LocalDispatcher needs an executor")
+        runner = JobRunner(
+            request,
+            executor=ctx.executor,
+            blobs=ctx.blobs,
+            sink=ctx.sink,
+            records=ctx.records,
+            cancel=ctx.cancel,
+            staging_root=ctx.staging_root,
+        )
+        return _run(runner)
 
 
 class _Job:
@@ -214,8 +268,10 @@ def run_pipeline(
     pipeline_id: str | None = None,
     number: int | None = None,
     trigger: str = "local",
+    dispatcher: Dispatcher | None = None,
 ) -> PipelineResult:
-    """Run the selected workflows of ``pipeline`` to the end; see the module doc."""
+    """Run the selected workflows of ``pipeline`` to the end; see the module doc.
+    ``dispatcher`` runs each job copy (default: :class:`LocalDispatcher`)."""
     scheduler = _Scheduler(
         pipeline,
         options=options,
@@ -226,6 +282,7 @@ def run_pipeline(
         max_parallel=max_parallel,
         cancel=cancel or threading.Event(),
         approve=approve,
+        dispatcher=dispatcher or LocalDispatcher(),
     )
     return scheduler.run(
         workflow=workflow, job=job, pipeline_id=pipeline_id, number=number, trigger=trigger
@@ -245,8 +302,10 @@ class _Scheduler:
         max_parallel: int,
         cancel: threading.Event,
         approve: bool,
+        dispatcher: Dispatcher,
     ) -> None:
         self.pipeline = pipeline
+        self.dispatcher = dispatcher
         self.options = options
         self.executor_factory = executor_factory
         self.blobs = blobs
@@ -403,7 +462,7 @@ class _Scheduler:
         if j.node.serial_group:
             self._groups_busy.add(j.node.serial_group)
         try:
-            executor = self.executor_factory(spec)
+            executor = self.executor_factory(spec) if self.dispatcher.is_local(spec) else None
         except Exception as exc:  # no docker engine and the like: this job cannot start
             self._set(j, "infrastructure_fail", str(exc).splitlines()[0] if str(exc) else "")
             self._release(j)
@@ -418,6 +477,9 @@ class _Scheduler:
         # The job's own status moves with its copies: queued → running once dispatched.
         j.state.to("running")
         j.outcome.status = "running"
+        ctx = DispatchContext(
+            executor, self.blobs, self.emit, self.records, self.cancel, opts.staging_root
+        )
         for index in range(total):
             job_id = (
                 j.outcome.job_id
@@ -452,16 +514,7 @@ class _Scheduler:
                 commit=opts.commit,
                 upstream=upstream,
             )
-            runner = JobRunner(
-                request,
-                executor=executor,
-                blobs=self.blobs,
-                sink=self.emit,
-                records=self.records,
-                cancel=self.cancel,
-                staging_root=opts.staging_root,
-            )
-            future = pool.submit(_run, runner)
+            future = pool.submit(_dispatch, self.dispatcher, request, ctx)
             running[future] = (j, index)
 
     def _release(self, j: _Job) -> None:
@@ -514,6 +567,20 @@ class _Scheduler:
             status,
             {name: j.outcome for name, j in flow.jobs.items()},
             {name: j.requires for name, j in flow.jobs.items()},
+        )
+
+
+def _dispatch(dispatcher: Dispatcher, request: JobRequest, ctx: DispatchContext) -> JobResult:
+    try:
+        return dispatcher(request, ctx)
+    except Exception as exc:  # a dispatcher reports its own failures; this is a last resort
+        reason = f"{type(exc).__name__}: {exc}"
+        ctx.sink(ev.JobFinished(request.job_id, "infrastructure_fail", reason))
+        return JobResult(
+            "infrastructure_fail",
+            reason,
+            job_id=request.job_id,
+            node_index=request.identity.node_index,
         )
 
 

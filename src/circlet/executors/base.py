@@ -49,6 +49,13 @@ class Environment(Protocol):
     """A started job environment (a container set, or a private host directory)."""
 
     info: StartInfo
+    # A private host directory of this job that the environment also sees at
+    # the same absolute path (docker: bind-mounted into the primary; host: a
+    # directory in the job directory), or None where there is none (a remote
+    # engine). The engine makes its per-step staging directories under it:
+    # ``copy_in`` from it and ``copy_out`` into it are then fast local copies
+    # (``cp -a``) instead of tar streams. Removed by ``stop``.
+    staging_dir: Path | None
 
     def exec(
         self,

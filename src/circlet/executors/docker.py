@@ -12,9 +12,14 @@ they answer on ``localhost``. A service's ``name`` is added to the primary's
 ``/etc/hosts`` as 127.0.0.1 (the namespace is shared, so every name is local).
 
 Every container carries the label ``circlet.job=<job_key>``; ``stop`` and
-:func:`remove_leftovers` find them by it. Files move in and out as tar
-streams (host ``tar`` ↔ the engine's archive API) with the container user's
-uid/gid in the headers, so copied files belong to that user.
+:func:`remove_leftovers` find them by it.
+
+Files move in and out by one of two ways. The job's staging directory
+(``staging_dir``, on a local engine) is bind-mounted into the primary at its
+own path, so a copy between it and the job is one ``cp -a`` inside (see
+:mod:`circlet.executors.staging`). Any other host path goes as a tar stream
+(host ``tar`` ↔ the engine's archive API) with the container user's uid/gid
+in the headers. Either way copied-in files belong to that user.
 """
 
 from __future__ import annotations
@@ -22,13 +27,11 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import posixpath
 import signal
 import tarfile
-import tempfile
 import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -36,9 +39,9 @@ import docker
 import docker.errors
 
 from circlet import settings
-from circlet.executors import images, process
+from circlet.executors import dockercopy, images, process, staging
 from circlet.executors.base import ExecResult, ExecutorError, OutputCallback, StartInfo
-from circlet.executors.common import CA_BUNDLE_VARIABLES, LABEL_JOB, expand_path
+from circlet.executors.common import CA_BUNDLE_VARIABLES, LABEL_JOB, expand_path, safe_name
 from circlet.executors.dockerexec import WRAPPER, DockerSocket
 from circlet.plan import DockerImage, JobSpec, SetupRemoteDockerStep
 
@@ -48,8 +51,6 @@ CA_PATH = "/etc/ssl/certs/circlet-ca.crt"
 AGENT_BIN = "/opt/circlet/bin"
 KEEPALIVE = ("/bin/sh", "-c", "while :; do sleep 86400; done")
 _PROBE = 'printf "%s\\n%s\\n" "$HOME" "$PATH"; id -u; id -g'
-_MODE_DIR = 1 << 31  # Go's os.ModeDir in the archive API's stat header
-_CHUNK = 1 << 20
 
 
 class DockerExecutor:
@@ -65,19 +66,22 @@ class DockerExecutor:
         agent_bin: Path | None = None,
         docker_host: str | None = None,
         pull_timeout: float = images.DEFAULT_PULL_TIMEOUT,
+        work_dir: Path | None = None,
     ) -> None:
         """``image_map`` (flags, .circlet.yml) overlays the ``image`` setting.
 
         ``ca_bundle`` (default: the ``ca-bundle`` setting) is mounted into every
         container and trusted there; ``agent_bin`` is mounted read-only at
         /opt/circlet/bin and put first on PATH; ``docker_host`` defaults to
-        $DOCKER_HOST, else the local socket.
+        $DOCKER_HOST, else the local socket; ``work_dir`` (default
+        ``<circlet home>/work``) holds the jobs' staging directories.
         """
         self.image_map = images.image_map(image_map)
         self.ca_bundle = settings.CA_BUNDLE.get() if ca_bundle is None else ca_bundle
         self.agent_bin = agent_bin
         self.docker_host = docker_host or os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST
         self.pull_timeout = pull_timeout
+        self._work_dir = work_dir
         self._socket = DockerSocket(self.docker_host)
         self._api: docker.APIClient | None = None
         self._system: tuple[str, ...] = ()
@@ -88,8 +92,15 @@ class DockerExecutor:
         """The engine's API client (connected on first use)."""
         with self._lock:
             if self._api is None:
-                self._api, self._system = _connect(self.docker_host)
+                self._api, self._system = images.connect(self.docker_host)
             return self._api
+
+    @property
+    def work_dir(self) -> Path:
+        """Where the jobs' staging directories go."""
+        if self._work_dir is None:
+            self._work_dir = settings.home_dir() / "work"
+        return self._work_dir
 
     def start(
         self, job: JobSpec, *, job_key: str, extra_env: Mapping[str, str]
@@ -129,14 +140,20 @@ class DockerExecutor:
         return env
 
     def remove_leftovers(self, job_key_prefix: str) -> int:
-        """Remove every container whose ``circlet.job`` starts with the prefix (Ctrl-C)."""
-        return remove_leftovers(job_key_prefix, api=self.api)
+        """Remove every container whose ``circlet.job`` starts with the prefix (Ctrl-C).
+
+        Their staging directories go too.
+        """
+        removed = remove_leftovers(job_key_prefix, api=self.api)
+        staging.remove_leftovers(self.work_dir, safe_name(job_key_prefix))
+        return removed
 
 
 class DockerEnvironment:
     """A started docker job: the primary container, its services, and how to exec."""
 
     info: StartInfo
+    staging_dir: Path | None
 
     def __init__(
         self, executor: DockerExecutor, api: docker.APIClient, job: JobSpec, job_key: str
@@ -152,6 +169,8 @@ class DockerEnvironment:
         self._uid = self._gid = 0
         self._stopped = False
         self.info = StartInfo(lines=(), home=self._home)
+        self.staging_dir = None
+        self._staging: Path | None = None  # created and mounted; staging_dir once confirmed
 
     # ------------------------------------------------------------------ start
 
@@ -186,7 +205,10 @@ class DockerEnvironment:
 
         lines = [*system, ""]
         primary_spec, primary_image = specs[0], resolved[0]
-        lines += _image_lines(primary_spec, primary_image)
+        token = self._prepare_staging(primary_spec, primary_image, extra_env)
+        if self._staging is not None:
+            primary_binds.append(f"{self._staging}:{self._staging}:rw")
+        lines += images.image_lines(primary_spec, primary_image)
         created = time.monotonic()
         self.primary = self._create(
             primary_image.local,
@@ -205,7 +227,7 @@ class DockerEnvironment:
         self._api.start(self.primary)
         lines.append(f"  time to create container: {time.monotonic() - created:.3f}s")
         for spec, image in zip(specs[1:], resolved[1:], strict=True):
-            lines += _image_lines(spec, image)
+            lines += images.image_lines(spec, image)
             created = time.monotonic()
             service = self._create(
                 image.local,
@@ -221,11 +243,14 @@ class DockerEnvironment:
             self._api.start(service)
             lines.append(f"  time to create container: {time.monotonic() - created:.3f}s")
         self._learn_user(primary_spec, primary_image, extra_env)
+        self._confirm_staging(token)
         if ex.agent_bin is not None:
             self._path = f"{AGENT_BIN}:{self._path}"
         self._start_primary_command(primary_spec, primary_image)
         lines.append(f"Time to start containers: {time.monotonic() - started:.3f}s")
         details["container"] = self.primary[:12]
+        if self.staging_dir is not None:
+            details["staging_dir"] = str(self.staging_dir)
         details["user"] = primary_spec.user or str(primary_image.config.get("User") or "root")
         self.info = StartInfo(lines=tuple(lines), home=self._home, details=details)
 
@@ -258,6 +283,46 @@ class DockerEnvironment:
             raise ExecutorError("the job was stopped while its containers were starting")
         return container_id
 
+    def _prepare_staging(
+        self, spec: DockerImage, image: images.ResolvedImage, extra_env: Mapping[str, str]
+    ) -> str:
+        """Create the staging directory to mount; the token its marker file holds."""
+        if not isinstance(self._executor._socket.address, str):
+            return ""  # a remote engine: its bind mounts are of another filesystem
+        env = images.env_dict(image.config.get("Env")) | spec.environment | dict(extra_env)
+        user = (spec.user or str(image.config.get("User") or "")).partition(":")[0]
+        home = env.get("HOME") or ("/root" if user in ("", "root", "0") else f"/home/{user}")
+        working = expand_path(".", home=home, working_directory=self._job.working_directory)
+        name = safe_name(self._job_key)
+        self._staging = staging.prepare(self._executor.work_dir, name, [home, working])
+        if self._staging is None:
+            return ""
+        token = f"{name} {os.urandom(8).hex()}"
+        try:
+            (self._staging / staging.MARKER).write_text(token)
+        except OSError:
+            staging.remove(self._staging)
+            self._staging = None
+        return token
+
+    def _confirm_staging(self, token: str) -> None:
+        """Use the staging directory if the container really sees it, away from the job's files.
+
+        The marker is not found when the engine's filesystem is not ours (a
+        socket forwarded from another machine or from the host of this container).
+        """
+        if self._staging is None:
+            return
+        marker = self._staging / staging.MARKER
+        seen = self._read_file(str(marker))
+        with contextlib.suppress(OSError):
+            marker.unlink()
+        working = self.expand(".")
+        if seen == token and not any(
+            staging.overlaps(str(self._staging), path) for path in (self._home, working)
+        ):
+            self.staging_dir = self._staging
+
     def _learn_user(
         self, spec: DockerImage, image: images.ResolvedImage, extra_env: Mapping[str, str]
     ) -> None:
@@ -266,7 +331,7 @@ class DockerEnvironment:
         Read from the image config and the container's /etc/passwd (one archive
         call) rather than asked of a shell: an exec costs several times more.
         """
-        env = _env_list(image.config.get("Env")) | spec.environment | dict(extra_env)
+        env = images.env_dict(image.config.get("Env")) | spec.environment | dict(extra_env)
         self._path = env.get("PATH", self._path)
         user = spec.user or str(image.config.get("User") or "")
         name, _, group = user.partition(":")
@@ -363,6 +428,7 @@ class DockerEnvironment:
         timeout: float | None = None,
         no_output_timeout: float | None = None,
         cancel: threading.Event | None = None,
+        user: str = "",
     ) -> ExecResult:
         try:
             exec_id = self._api.exec_create(
@@ -373,6 +439,7 @@ class DockerEnvironment:
                 stdin=stdin is not None,
                 environment=self._env(env),
                 workdir=cwd,
+                user=user,
             )["Id"]
         except docker.errors.APIError as exc:
             raise ExecutorError(f"docker exec: {images.short_reason(exc)}") from exc
@@ -433,44 +500,47 @@ class DockerEnvironment:
         return expand_path(path, home=self._home, working_directory=self._job.working_directory)
 
     def copy_in(self, src: Path, dest: str) -> None:
-        """Stream ``src`` (a directory's contents, or a file to the path ``dest``) in."""
+        """Copy ``src`` (a directory's contents, or a file to the path ``dest``) in.
+
+        From under ``staging_dir``: the files are given to the container's user
+        on the host, then one ``cp -a`` inside. Otherwise a tar stream.
+        """
         target = self.expand(dest)
-        owner = [f"--owner={self._uid}", f"--group={self._gid}", "--numeric-owner"]
-        if src.is_dir():
-            directory, argv = target, ["tar", "-c", *owner, "-C", str(src), "."]
-        elif src.exists() or src.is_symlink():
-            directory = posixpath.dirname(target)
-            name = posixpath.basename(target)
-            # --transform renames the one member to the destination's name.
-            rename = f"--transform=s|.*|{_sed_escape(name)}|S"
-            argv = ["tar", "-c", *owner, rename, "-C", str(src.parent), src.name]
-        else:
-            raise ExecutorError(f"cannot copy {src}: no such file or directory")
-        self._mkdir(directory)
-        with process.open_pipe(argv, mode="r", what=f"copy {src}") as tar:
-            try:
-                self._api.put_archive(self.primary, directory, _chunks(tar))
-            except docker.errors.APIError as exc:
-                raise ExecutorError(f"copy to {target}: {images.short_reason(exc)}") from exc
+        owner = (self._uid, self._gid)
+        if self.staging_dir is not None and dockercopy.staged_in(
+            self.staging_dir, src, target, owner=owner, run_root=self._run_root
+        ):
+            return
+        dockercopy.tar_in(self._api, self.primary, src, target, owner=owner, mkdir=self._mkdir)
 
     def copy_out(self, src: str, dest: Path) -> bool:
-        """Stream ``src`` out to ``dest`` (a directory's contents, or a file); False if missing."""
+        """Copy ``src`` out to ``dest`` (a directory's contents, or a file); False if missing.
+
+        Into ``staging_dir``: one ``cp -a`` inside. Otherwise a tar stream.
+        """
         source = self.expand(src)
-        try:
-            stream, stat = self._api.get_archive(self.primary, source, chunk_size=_CHUNK)
-        except docker.errors.NotFound:
-            return False
-        except docker.errors.APIError as exc:
-            raise ExecutorError(f"copy from {source}: {images.short_reason(exc)}") from exc
-        if int(stat.get("mode", 0)) & _MODE_DIR:
-            dest.mkdir(parents=True, exist_ok=True)
-            _untar(stream, dest, strip=1)
-            return True
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=dest.parent, prefix=".circlet-") as tmp:
-            _untar(stream, Path(tmp), strip=0)
-            os.replace(Path(tmp) / posixpath.basename(source.rstrip("/")), dest)
-        return True
+        if self.staging_dir is not None:
+            staged = staging.host_path(dest)
+            if staging.is_under(staged, self.staging_dir):
+                return dockercopy.staged_out(source, staged, run_root=self._run_root)
+        return dockercopy.tar_out(self._api, self.primary, source, dest)
+
+    def _run_root(self, script: str, args: list[str], what: str) -> int:
+        """Run a copy script as root in the primary; its exit code (0 or ``MISSING``)."""
+        if self._stopped:
+            raise ExecutorError("the docker environment was stopped")
+        chunks: list[bytes] = []
+        result = self._exec(
+            ["sh", "-c", script, "sh", *args],
+            env={},
+            cwd=None,
+            on_output=chunks.append,
+            user="0",
+        )
+        if result.exit_code is not None and result.exit_code in (0, staging.MISSING):
+            return result.exit_code
+        text = b"".join(chunks).decode(errors="replace").strip().replace("\n", "; ")
+        raise ExecutorError(f"{what}: {text[-300:] or f'exit code {result.exit_code}'}")
 
     def _mkdir(self, directory: str) -> None:
         chunks: list[bytes] = []
@@ -486,6 +556,17 @@ class DockerEnvironment:
         if self._stopped:
             return
         self._stopped = True
+        if self._staging is not None and self.primary and os.geteuid() != 0:
+            # Copies made as root inside may not be ours to delete: take them back first.
+            with contextlib.suppress(Exception):
+                owner = f"{os.geteuid()}:{os.getegid()}"
+                self._exec(
+                    ["chown", "-R", owner, str(self._staging)],
+                    env={},
+                    cwd=None,
+                    on_output=lambda _: None,
+                    user="0",
+                )
         ids = list(self.containers)
         with contextlib.suppress(Exception):  # a create whose answer we never got
             for found in self._api.containers(
@@ -496,11 +577,14 @@ class DockerEnvironment:
         for container_id in reversed(ids):  # services first: they use the primary's network
             with contextlib.suppress(Exception):
                 self._api.remove_container(container_id, force=True, v=True)
+        if self._staging is not None:
+            staging.remove(self._staging)
+            self._staging = self.staging_dir = None
 
 
 def remove_leftovers(job_key_prefix: str, *, api: docker.APIClient | None = None) -> int:
     """Force-remove containers labelled ``circlet.job=<prefix>…``; how many were removed."""
-    client = api or _connect(os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST)[0]
+    client = api or images.connect(os.environ.get("DOCKER_HOST") or DEFAULT_DOCKER_HOST)[0]
     removed = 0
     for found in client.containers(all=True, filters={"label": LABEL_JOB}):
         if str(found.get("Labels", {}).get(LABEL_JOB, "")).startswith(job_key_prefix):
@@ -510,51 +594,6 @@ def remove_leftovers(job_key_prefix: str, *, api: docker.APIClient | None = None
     return removed
 
 
-def _connect(docker_host: str) -> tuple[docker.APIClient, tuple[str, ...]]:
-    """An API client and the *System information* lines of the engine."""
-    try:
-        api = docker.APIClient(base_url=docker_host, version="auto", timeout=300)
-        info = api.info()
-    except docker.errors.DockerException as exc:
-        raise ExecutorError(
-            f"cannot reach the Docker engine at {docker_host} ({str(exc)[:160]}); "
-            "is it running? (or use --executor host)"
-        ) from exc
-    lines = [f"Docker engine version {info.get('ServerVersion', '?')}", "System information:"]
-    for label, key in (
-        ("Server Version", "ServerVersion"),
-        ("Storage Driver", "Driver"),
-        ("Cgroup Driver", "CgroupDriver"),
-        ("Cgroup Version", "CgroupVersion"),
-        ("Kernel Version", "KernelVersion"),
-        ("Operating System", "OperatingSystem"),
-        ("OSType", "OSType"),
-        ("Architecture", "Architecture"),
-    ):
-        if info.get(key):
-            lines.append(f" {label}: {info[key]}")
-    return api, tuple(lines)
-
-
-def _image_lines(spec: DockerImage, image: images.ResolvedImage) -> list[str]:
-    lines = [f"Starting container {spec.image}"]
-    if image.local != spec.image:
-        lines.append(f"  mapped to local image {image.local}")
-    lines.append("  pulled" if image.pulled else "  image cache found on this host")
-    lines.append(f"{spec.image}:")
-    lines.append(f"  using image {image.digest or image.local} ({image.short_id})")
-    return lines
-
-
-def _env_list(items: Any) -> dict[str, str]:
-    """An image config's ``Env`` list as a dict."""
-    result: dict[str, str] = {}
-    for item in items or ():
-        key, _, value = str(item).partition("=")
-        result[key] = value
-    return result
-
-
 def _passwd_entry(passwd: str, user: str) -> list[str] | None:
     """The /etc/passwd fields of ``user`` (a name or a uid)."""
     for line in passwd.splitlines():
@@ -562,21 +601,3 @@ def _passwd_entry(passwd: str, user: str) -> list[str] | None:
         if len(fields) >= 7 and (fields[0] == user or (user.isdigit() and fields[2] == user)):
             return fields
     return None
-
-
-def _chunks(stream: Any) -> Iterator[bytes]:
-    while chunk := stream.read(_CHUNK):
-        yield chunk
-
-
-def _untar(stream: Iterator[bytes], dest: Path, *, strip: int) -> None:
-    argv = ["tar", "-x", "--no-same-owner", "-C", str(dest)]
-    if strip:
-        argv.append(f"--strip-components={strip}")
-    with process.open_pipe(argv, mode="w", what=f"copy to {dest}") as tar:
-        for chunk in stream:
-            tar.write(chunk)
-
-
-def _sed_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("&", "\\&")

@@ -1,7 +1,8 @@
 """The host executor: a job's steps run on this machine, in a private job directory.
 
 Each job gets ``<base>/<job_key>/`` with ``home/`` as ``$HOME`` (so the default
-working directory ``~/project`` lands inside it) and ``bin/`` of shims that
+working directory ``~/project`` lands inside it), ``staging/`` for the engine's
+transfers (the environment's ``staging_dir``) and ``bin/`` of shims that
 stand in for the primary image's Python: ``python``, ``python3``, ``pip`` and
 ``pip3`` point at the interpreter that matches ``cimg/python:X.Y`` best.
 
@@ -33,6 +34,7 @@ from circlet.executors.pythons import (
     pyenv_root,
     requested_version,
 )
+from circlet.executors.staging import STAGING
 from circlet.plan import JobSpec
 
 KEEP_WORKDIR_ENV = "CIRCLET_KEEP_WORKDIR"
@@ -92,6 +94,7 @@ class HostExecutor:
             shim_dir = job_dir / "bin"
             home.mkdir(parents=True)
             shim_dir.mkdir()
+            (job_dir / STAGING).mkdir(mode=0o700)
         except OSError as exc:
             raise ExecutorError(f"cannot create the job directory {job_dir}: {exc}") from exc
 
@@ -151,6 +154,8 @@ class HostExecutor:
 class HostEnvironment:
     """A started host job: its directory, its environment and its process groups."""
 
+    staging_dir: Path | None
+
     def __init__(
         self,
         info: StartInfo,
@@ -163,6 +168,7 @@ class HostEnvironment:
     ) -> None:
         self.info = info
         self.job_dir = job_dir
+        self.staging_dir = job_dir / STAGING
         self.base_env = base_env
         self._path_dirs = path_dirs
         self._working_directory = working_directory
@@ -241,6 +247,8 @@ class HostEnvironment:
             process.kill_group(pgid, signal.SIGKILL)
         if not self._keep:
             shutil.rmtree(self.job_dir, ignore_errors=True)
+        elif self.staging_dir is not None:  # scratch space: not worth keeping
+            shutil.rmtree(self.staging_dir, ignore_errors=True)
 
 
 def _copy(src: Path, dest: Path) -> None:

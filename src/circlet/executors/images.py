@@ -17,6 +17,7 @@ import docker.errors
 
 from circlet import settings
 from circlet.executors.base import ExecutorError
+from circlet.plan import DockerImage
 
 DEFAULT_PULL_TIMEOUT = 60.0
 
@@ -132,3 +133,49 @@ def short_reason(exc: docker.errors.APIError) -> str:
     """The engine's explanation of an error, as one short line."""
     text = str(exc.explanation or exc).strip().replace('"', "")
     return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def connect(docker_host: str) -> tuple[docker.APIClient, tuple[str, ...]]:
+    """An API client and the *System information* lines of the engine."""
+    try:
+        api = docker.APIClient(base_url=docker_host, version="auto", timeout=300)
+        info = api.info()
+    except docker.errors.DockerException as exc:
+        raise ExecutorError(
+            f"cannot reach the Docker engine at {docker_host} ({str(exc)[:160]}); "
+            "is it running? (or use --executor host)"
+        ) from exc
+    lines = [f"Docker engine version {info.get('ServerVersion', '?')}", "System information:"]
+    for label, key in (
+        ("Server Version", "ServerVersion"),
+        ("Storage Driver", "Driver"),
+        ("Cgroup Driver", "CgroupDriver"),
+        ("Cgroup Version", "CgroupVersion"),
+        ("Kernel Version", "KernelVersion"),
+        ("Operating System", "OperatingSystem"),
+        ("OSType", "OSType"),
+        ("Architecture", "Architecture"),
+    ):
+        if info.get(key):
+            lines.append(f" {label}: {info[key]}")
+    return api, tuple(lines)
+
+
+def image_lines(spec: DockerImage, image: ResolvedImage) -> list[str]:
+    """*Spin up environment* lines for one container's image."""
+    lines = [f"Starting container {spec.image}"]
+    if image.local != spec.image:
+        lines.append(f"  mapped to local image {image.local}")
+    lines.append("  pulled" if image.pulled else "  image cache found on this host")
+    lines.append(f"{spec.image}:")
+    lines.append(f"  using image {image.digest or image.local} ({image.short_id})")
+    return lines
+
+
+def env_dict(items: Any) -> dict[str, str]:
+    """An image config's ``Env`` list as a dict."""
+    result: dict[str, str] = {}
+    for item in items or ():
+        key, _, value = str(item).partition("=")
+        result[key] = value
+    return result

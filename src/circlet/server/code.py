@@ -160,11 +160,14 @@ def _read(path: Path) -> str | None:
 
 
 def _is_other_branch(path: Path, branch: str) -> bool:
+    """Whether ``branch`` is not the checked-out one (then its commit runs, not the
+    working tree); CodeError when there is no such branch."""
     current = _maybe(["symbolic-ref", "-q", "--short", "HEAD"], path)
-    return (
-        current != branch
-        and _maybe(["rev-parse", "-q", "--verify", f"refs/heads/{branch}"], path) is not None
-    )
+    if current == branch:
+        return False
+    if _maybe(["rev-parse", "-q", "--verify", f"refs/heads/{branch}"], path) is None:
+        raise CodeError(f"branch {branch} not found in {path}")
+    return True
 
 
 def _from_git(

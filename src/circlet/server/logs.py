@@ -114,11 +114,8 @@ class LogIndex:
         last = max(0, bisect.bisect_right(idx.starts, end - 1) - 1)
         ids = idx.ids[first : last + 1]
         with Session(self._engine) as s:
-            texts = dict(
-                s.execute(select(StepOutput.id, StepOutput.text).where(StepOutput.id.in_(ids)))
-                .tuples()
-                .all()
-            )
+            rows = s.execute(select(StepOutput.id, StepOutput.text).where(StepOutput.id.in_(ids)))
+            texts = {int(i): str(t) for i, t in rows}
         joined = "".join(texts.get(i, "") for i in ids)
         base = idx.starts[first]
         text = joined[start - base : end - base]
@@ -165,13 +162,10 @@ class LogIndex:
         for i in range(0, len(idx.ids), 16):
             batch = idx.ids[i : i + 16]
             with Session(self._engine) as s:
-                texts = dict(
-                    s.execute(
-                        select(StepOutput.id, StepOutput.text).where(StepOutput.id.in_(batch))
-                    )
-                    .tuples()
-                    .all()
+                rows = s.execute(
+                    select(StepOutput.id, StepOutput.text).where(StepOutput.id.in_(batch))
                 )
+                texts = {int(i): str(t) for i, t in rows}
             for chunk_id in batch:
                 yield texts.get(chunk_id, "")
 

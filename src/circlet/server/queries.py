@@ -37,6 +37,12 @@ class WorkflowRow:
     jobs: list[JobRecord]
     previous_duration: float | None = None
 
+    @property
+    def waiting(self) -> list[str]:
+        """Jobs of the workflow that have no record yet (about to be queued)."""
+        known = {j.name for j in self.jobs}
+        return [str(s.get("name")) for s in self.workflow.jobs if s.get("name") not in known]
+
 
 @dataclass
 class PipelineRow:

@@ -14,9 +14,9 @@ from fastapi.templating import Jinja2Templates
 
 from circlet.engine import events as ev
 from circlet.server import auth
+from circlet.server.actions import Runs
 from circlet.server.live import Notifier
 from circlet.server.logs import LogIndex
-from circlet.server.runs import Runs
 from circlet.server.settings import ServerSettings
 from circlet.store.accounts import AccountStore, ProjectSettings, Role, SecretBox
 from circlet.store.api import BlobStore
@@ -30,6 +30,7 @@ class Services:
     settings: ServerSettings
     records: RecordStore
     accounts: AccountStore
+    box: SecretBox  # the secrets key (shared with the fleet API, which seals for runners)
     blobs: BlobStore
     notifier: Notifier
     runs: Runs
@@ -43,7 +44,8 @@ class Services:
 
         settings.home.mkdir(parents=True, exist_ok=True)
         records = RecordStore(settings.url)
-        accounts = AccountStore(records.engine, SecretBox(settings.key_file))
+        box = SecretBox(settings.key_file)
+        accounts = AccountStore(records.engine, box)
         blobs = LocalBlobStore(settings.blobs_dir)
         notifier = Notifier()
         sink = ev.fan_out(records.sink, notifier.sink)
@@ -52,6 +54,7 @@ class Services:
             settings=settings,
             records=records,
             accounts=accounts,
+            box=box,
             blobs=blobs,
             notifier=notifier,
             runs=runs,
@@ -62,6 +65,9 @@ class Services:
     def close(self) -> None:
         """Stop the runner pool, then the records (flushing output)."""
         self.runs.close()
+        close_blobs = getattr(self.blobs, "close", None)  # LocalBlobStore holds an index
+        if callable(close_blobs):
+            close_blobs()
         self.records.close()
 
 

@@ -228,12 +228,12 @@ def line_chart(
     top = max(values) or 1.0
     if unit == "%":
         top = 100.0
-    left, bottom, right = 56, 24, 10
-    plot_w, plot_h = width - left - right, height - bottom - 10
+    left, bottom, right, top_pad = 56, 24, 10, 22
+    plot_w, plot_h = width - left - right, height - bottom - top_pad
     step = plot_w / max(1, len(labels) - 1)
 
     def fmt(v: float) -> str:
-        return f"{v:.0f}%" if unit == "%" else duration_text(v)
+        return f"{v:.0f}%" if unit == "%" else tick_text(v, top)
 
     parts = [
         f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" width="{width}" '
@@ -241,7 +241,7 @@ def line_chart(
     ]
     for tick in range(5):
         v = top * tick / 4
-        y = 10 + plot_h - plot_h * tick / 4
+        y = top_pad + plot_h - plot_h * tick / 4
         parts.append(
             f'<line x1="{left}" y1="{y:.1f}" x2="{width - right}" y2="{y:.1f}" stroke="#e3e5e8"/>'
             f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="11" fill="#5f6368" '
@@ -256,7 +256,7 @@ def line_chart(
             )
     for s in series:
         points = [
-            (left + i * step, 10 + plot_h - plot_h * (v / top))
+            (left + i * step, top_pad + plot_h - plot_h * (v / top))
             for i, v in enumerate(s.points)
             if v is not None
         ]
@@ -272,8 +272,9 @@ def line_chart(
     legend_x = left
     for s in series:
         parts.append(
-            f'<rect x="{legend_x}" y="0" width="10" height="4" fill="{s.color}"/>'
-            f'<text x="{legend_x + 14}" y="6" font-size="11" fill="#1b1f24">{escape(s.name)}</text>'
+            f'<rect x="{legend_x}" y="4" width="10" height="4" fill="{s.color}"/>'
+            f'<text x="{legend_x + 14}" y="10" font-size="11" fill="#1b1f24">'
+            f"{escape(s.name)}</text>"
         )
         legend_x += 14 + 8 * len(s.name) + 16
     parts.append("</svg>")

@@ -298,7 +298,7 @@ def export_tree(
     ``compress`` is False); return the bytes of file content written."""
     total = 0
     with store.shared_lock():
-        man = store.read_manifest(entry.manifest)
+        man = store.read_manifest(entry.manifest, locked=True)
         man.validate()
         locs = store.index.locate(man.file_digests())
         reader = PackReader(store.packs_dir)

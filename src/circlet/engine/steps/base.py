@@ -18,6 +18,8 @@ CHANGED (engine core, additive):
   str]``: the same, but the (masked) output is returned, not shown.
 - ``index``: the current step's display index (Spin up environment is 0).
 - ``task_data``: a private directory inside the environment for engine files.
+- A handler returning ``StepOutcome("skipped")`` (nothing to do, e.g. the cache
+  key exists) is shown and recorded as ``success``, as CircleCI shows it.
 - The JobRunner gives each step its own copy of the context
   (``dataclasses.replace``), so a handler may not keep state in it between steps.
 """

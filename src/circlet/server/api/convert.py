@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-
 from typing import Literal, cast
 
 from circlet.server.api import schemas as s

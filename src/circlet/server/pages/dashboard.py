@@ -8,7 +8,7 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 
 from circlet.server import format, queries
@@ -76,6 +76,8 @@ def all_pipelines(  # noqa: PLR0917 - FastAPI reads parameters by name
     """The All Pipelines page (or just its table with ``fragment``)."""
     svc = services(request)
     who = principal(request)
+    if who.user is None and not who.public:
+        raise HTTPException(401, "You must log in first.")  # nothing public: sign in
     page = max(0, min(page, 10_000))
     context = dashboard_context(
         request, project=project, branch=branch, status=status, days=days, page=page

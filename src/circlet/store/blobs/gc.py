@@ -62,7 +62,7 @@ def collect(
                 result.trees_removed.append((namespace, key))
                 continue
             try:
-                man = store.read_manifest(manifest)
+                man = store.read_manifest(manifest, locked=True)
             except (KeyError, ValueError, OSError):
                 # A tree whose manifest cannot be read cannot be restored either.
                 result.trees_removed.append((namespace, key))

@@ -167,7 +167,7 @@ def run_parallel(jobs: Sequence[int], weights: Sequence[int], work: Callable[[in
         for i in jobs:
             work(i)
         return
-    slices = min(8, max(2, os.cpu_count() or 2) * 2)
+    slices = 16
     total = sum(weights[i] + 4096 for i in jobs)  # a file costs more than its bytes
     bounds: list[list[int]] = [[]]
     acc = 0
@@ -181,7 +181,7 @@ def run_parallel(jobs: Sequence[int], weights: Sequence[int], work: Callable[[in
         for i in part:
             work(i)
 
-    threads = max(2, min(4, os.cpu_count() or 2))
+    threads = int(os.environ.get("CIRCLET_RESTORE_THREADS", "0")) or max(2, min(4, os.cpu_count() or 2))
     with ThreadPoolExecutor(threads, thread_name_prefix="circlet-restore") as pool:
         for _ in pool.map(run, [b for b in bounds if b]):
             pass

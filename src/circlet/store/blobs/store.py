@@ -94,19 +94,25 @@ class LocalBlobStore:
     def open_blob(self, digest: str) -> BinaryIO:
         """Read a blob back (decompressed, streamed chunk by chunk)."""
         with self.shared_lock():
-            locs = self.index.locate([digest]).get(digest)
-            if locs is None:
-                raise BlobNotFoundError(digest)
-            raw = ChunkStream(self.packs_dir, locs)
-        return _buffered(raw)
+            return self.open_blob_unlocked(digest)
+
+    def open_blob_unlocked(self, digest: str) -> BinaryIO:
+        """:meth:`open_blob` for callers already holding a store lock."""
+        locs = self.index.locate([digest]).get(digest)
+        if locs is None:
+            raise BlobNotFoundError(digest)
+        return _buffered(ChunkStream(self.packs_dir, locs))
 
     def has_blob(self, digest: str) -> bool:
         """Whether the store holds ``digest``."""
         return self.index.has_blob(digest)
 
-    def read_manifest(self, digest: str) -> Manifest:
-        """The manifest blob ``digest``, parsed."""
-        with self.open_blob(digest) as fh:
+    def read_manifest(self, digest: str, *, locked: bool = False) -> Manifest:
+        """The manifest blob ``digest``, parsed (``locked``: the caller holds a lock)."""
+        if not locked:
+            with self.shared_lock():
+                return self.read_manifest(digest, locked=True)
+        with self.open_blob_unlocked(digest) as fh:
             return Manifest.decode(fh.read())
 
     # -- trees
@@ -141,7 +147,7 @@ class LocalBlobStore:
         if digest is None:
             return None
         try:
-            return self.read_manifest(digest)
+            return self.read_manifest(digest, locked=True)
         except (KeyError, ValueError, OSError):
             return None  # only an optimization: hash everything instead
 
@@ -166,7 +172,7 @@ class LocalBlobStore:
         packs (method "stream"); the store is never linked into the target."""
         start = time.perf_counter()
         with self.shared_lock():
-            man = self.read_manifest(entry.manifest)
+            man = self.read_manifest(entry.manifest, locked=True)
             man.validate()
             files = [i for i, k in enumerate(man.kinds) if k == FILE]
             locs = self.index.locate({man.digests[i] for i in files})

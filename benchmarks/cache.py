@@ -1,0 +1,157 @@
+"""Caches: circlet's blob store against tar + gzip on a real Python venv, in one run.
+
+Builds once (cached in ~/.cache/circlet/bench-venv) a venv with Django, Sphinx,
+pytest, flake8, black and mypy (>= 150 MiB, >= 10,000 files), then times,
+median of R interleaved rounds, every operation starting from synced disks:
+
+* ``save``: ``put_tree`` into an empty store vs ``tar -czf``;
+* ``restore``: ``restore_tree`` into a fresh folder vs ``tar -xzf``;
+* ``incremental``: a second save after touching 10 files vs the first save.
+
+Targets (issue 4): save <= 0.15x tar-czf, restore <= 0.5x tar-xzf,
+incremental <= 0.1x full save.
+
+    python benchmarks/cache.py [--rounds 3] [--venv PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from circlet.store.blobs import LocalBlobStore
+
+CACHE = Path.home() / ".cache" / "circlet"
+PACKAGES = ["django", "sphinx", "pytest", "flake8", "black", "mypy"]
+EXTRA = ["pandas"]  # only if the first set falls short of the size floor
+MIN_BYTES = 150 << 20
+MIN_FILES = 10_000
+MARKER = ".circlet-bench-ok"
+
+
+def tree_size(root: Path) -> tuple[int, int]:
+    """(bytes of regular files, number of entries) under ``root``."""
+    size = count = 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        count += len(dirnames) + len(filenames)
+        for name in filenames:
+            st = os.lstat(os.path.join(dirpath, name))
+            size += st.st_size if not os.path.islink(os.path.join(dirpath, name)) else 0
+    return size, count
+
+
+def build_venv(venv: Path) -> None:
+    """Create the benchmark venv unless a complete one is there."""
+    if (venv / MARKER).exists():
+        return
+    shutil.rmtree(venv, ignore_errors=True)
+    print(f"building {venv} (once) ...", flush=True)
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
+    subprocess.run([*pip, *PACKAGES], check=True)
+    size, count = tree_size(venv)
+    if size < MIN_BYTES or count < MIN_FILES:
+        subprocess.run([*pip, *EXTRA], check=True)
+        size, count = tree_size(venv)
+    if size < MIN_BYTES or count < MIN_FILES:
+        raise SystemExit(f"venv too small: {size >> 20} MiB, {count} entries")
+    (venv / MARKER).write_text("ok\n")
+
+
+def timed(action: Callable[..., object], *args: object) -> float:
+    """Seconds taken by ``action(*args)``, starting from clean page-cache writeback."""
+    os.sync()
+    start = time.perf_counter()
+    action(*args)
+    return time.perf_counter() - start
+
+
+def run(*cmd: str) -> None:
+    subprocess.run(cmd, check=True)
+
+
+def clean(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+    os.sync()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--venv", type=Path, default=CACHE / "bench-venv")
+    parser.add_argument("--work", type=Path, default=CACHE / "bench-work")
+    args = parser.parse_args()
+
+    venv: Path = args.venv
+    build_venv(venv)
+    size, count = tree_size(venv)
+    print(f"venv: {venv} — {size / 2**20:.0f} MiB in {count} entries")
+    work: Path = args.work
+    clean(work)
+    work.mkdir(parents=True)
+    tgz = work / "venv.tgz"
+    parent, name = str(venv.parent), venv.name
+    subprocess.run(["tar", "-cf", "-", "-C", parent, name], stdout=subprocess.DEVNULL, check=True)
+
+    times: dict[str, list[float]] = {k: [] for k in ("czf", "save", "xzf", "restore", "inc")}
+    for n in range(args.rounds):
+        tgz.unlink(missing_ok=True)
+        times["czf"].append(timed(run, "tar", "-czf", str(tgz), "-C", parent, name))
+        store_dir = work / "store"
+        clean(store_dir)
+        store = LocalBlobStore(store_dir)
+        times["save"].append(timed(store.put_tree, "cache/bench", "full", venv))
+        full = store.get_tree("cache/bench", "full")
+        assert full is not None
+
+        out_tar = work / f"x-tar-{n}"
+        out_tar.mkdir()
+        times["xzf"].append(timed(run, "tar", "-xzf", str(tgz), "-C", str(out_tar)))
+        out = work / f"x-circlet-{n}"
+        times["restore"].append(timed(store.restore_tree, full, out))
+        clean(out_tar)
+        clean(out)
+
+        touched = sorted(venv.rglob("*.py"))[n * 10 : n * 10 + 10]
+        for path in touched:
+            os.utime(path)
+        times["inc"].append(timed(store.put_tree, "cache/bench", "second", venv))
+        print(
+            f"round {n + 1}: tar-czf {times['czf'][-1]:.2f}s save {times['save'][-1]:.2f}s | "
+            f"tar-xzf {times['xzf'][-1]:.2f}s restore {times['restore'][-1]:.2f}s | "
+            f"incremental {times['inc'][-1]:.3f}s (read {store.last_hashed} files)",
+            flush=True,
+        )
+        stored = store.stored_bytes()
+        store.close()
+    clean(work)
+
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(
+        f"\nstore: {stored / 2**20:.0f} MiB on disk; tar.gz: "
+        f"{size / 2**20:.0f} MiB -> compressed by gzip -6, circlet zstd -1"
+    )
+    rows = [
+        ("save vs tar -czf", med["save"], med["czf"], 0.15),
+        ("restore vs tar -xzf", med["restore"], med["xzf"], 0.5),
+        ("incremental vs full save", med["inc"], med["save"], 0.1),
+    ]
+    print(f"\nmedian of {args.rounds} rounds:")
+    for label, ours, base, target in rows:
+        ratio = ours / base
+        verdict = "PASS" if ratio <= target else "MISS"
+        print(
+            f"  {label:26} {ours:7.3f}s / {base:7.3f}s = {ratio:5.3f}x "
+            f"(target <= {target}x) {verdict}"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,538 @@
+"""The fleet's shared state in SQL: every dispatched job copy, its lease, its events.
+
+A job copy's row moves ``queued → running → done`` (or ``running → retry →
+queued`` once, when a lost runner's job may be retried). The scheduler side
+(:mod:`circlet.cluster.dispatch`) enqueues, watches and forwards events; the
+server API (:mod:`circlet.cluster.server_api`) records claims, heartbeats,
+event batches and results for runners; the reaper (:mod:`circlet.cluster.reaper`)
+fails jobs whose lease expired. Each change is one transaction with the row
+locked (``SELECT … FOR UPDATE`` on PostgreSQL), so two runners never claim the
+same job and a batch is applied once however often it is resent.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from sqlalchemy import Engine, delete, select, update
+from sqlalchemy.orm import Session
+
+from circlet.cluster.models import DispatchEvent, DispatchJob
+from circlet.cluster.tokens import RunnerInfo, engine_of
+from circlet.cluster.wire import event_from_dict, event_to_dict
+from circlet.engine import events as ev
+
+DEFAULT_LEASE = 15.0  # seconds a running job stays assigned without a heartbeat
+DEFAULT_HEARTBEAT = 3.0  # seconds between a runner's heartbeats
+OWNER_STALE = 10.0  # seconds after which a silent dispatcher's jobs are adopted
+LOST = "runner lost"
+
+
+class Sealer(Protocol):
+    """Encrypts secrets at rest (``store.accounts.SecretBox`` is one)."""
+
+    def seal(self, value: str) -> str: ...
+
+    def open(self, token: str) -> str: ...
+
+
+class RefusedError(Exception):
+    """A runner request the job's state does not allow; ``status`` is the HTTP code."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class JobState:
+    """What the dispatcher watches of one row."""
+
+    job_id: str
+    state: str
+    attempt: int
+    next_seq: int
+    forwarded: int
+    status: str | None
+    reason: str | None
+    owner: str | None
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What a runner gets for a job it may run."""
+
+    job_id: str
+    attempt: int
+    request: dict[str, Any]
+    secrets: dict[str, str]
+    lease_seconds: float
+    heartbeat_seconds: float
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """Where a job copy ran (for the UI and tests)."""
+
+    job_id: str
+    name: str
+    resource_class: str
+    state: str
+    attempt: int
+    runner_name: str | None
+    runner_host: str | None
+    status: str | None
+    reason: str | None
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+class ClusterStore:
+    """The fleet's tables on the records engine. Thread-safe; one per process."""
+
+    def __init__(
+        self,
+        records_or_engine: Any,
+        sealer: Sealer,
+        *,
+        lease_seconds: float = DEFAULT_LEASE,
+        heartbeat_seconds: float = DEFAULT_HEARTBEAT,
+    ) -> None:
+        self.engine: Engine = engine_of(records_or_engine)
+        self._writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
+        self.sealer = sealer
+        self.lease_seconds = lease_seconds
+        self.heartbeat_seconds = heartbeat_seconds
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        with Session(self._writer, expire_on_commit=False) as session, session.begin():
+            yield session
+
+    def _locked(self, session: Session, job_id: str) -> DispatchJob:
+        row = session.get(DispatchJob, job_id, with_for_update=True)
+        if row is None:
+            raise RefusedError(404, f"job {job_id} is not a dispatched job")
+        return row
+
+    # ------------------------------------------------------- scheduler side
+
+    def enqueue(
+        self,
+        *,
+        job_id: str,
+        request: Mapping[str, Any],
+        secrets: Mapping[str, str],
+        resource_class: str,
+        queue: str,
+        max_attempts: int,
+        owner: str,
+    ) -> str:
+        """Record a job copy as queued; return the Celery task id for its message."""
+        identity = request["identity"]
+        now = time.time()
+        row = DispatchJob(
+            job_id=job_id,
+            resource_class=resource_class,
+            queue=queue,
+            name=str(identity["job_name"]),
+            project=str(identity["project"]),
+            workflow_id=str(identity["workflow_id"]),
+            workspace_id=identity.get("workflow_workspace_id"),
+            request=json.dumps(dict(request)),
+            secrets=self.sealer.seal(json.dumps(dict(secrets))) if secrets else None,
+            state="queued",
+            attempt=1,
+            max_attempts=max(1, max_attempts),
+            task_id=f"{job_id}.1",
+            cancel=False,
+            owner=owner,
+            owner_seen=now,
+            batches=0,
+            next_seq=0,
+            forwarded=0,
+            created_at=now,
+        )
+        with self._write() as s:
+            s.add(row)
+        return row.task_id
+
+    def states(self, job_ids: Sequence[str]) -> dict[str, JobState]:
+        """The watched fields of ``job_ids`` (unknown ids are left out)."""
+        if not job_ids:
+            return {}
+        query = select(
+            DispatchJob.job_id,
+            DispatchJob.state,
+            DispatchJob.attempt,
+            DispatchJob.next_seq,
+            DispatchJob.forwarded,
+            DispatchJob.status,
+            DispatchJob.reason,
+            DispatchJob.owner,
+        ).where(DispatchJob.job_id.in_(list(job_ids)))
+        with Session(self.engine) as s:
+            return {r[0]: JobState(*r) for r in s.execute(query)}
+
+    def touch_owner(self, owner: str, job_ids: Sequence[str]) -> None:
+        """Say the dispatcher ``owner`` still forwards these jobs' events."""
+        if job_ids:
+            with self._write() as s:
+                s.execute(
+                    update(DispatchJob)
+                    .where(DispatchJob.job_id.in_(list(job_ids)), DispatchJob.owner == owner)
+                    .values(owner_seen=time.time())
+                )
+
+    def request_cancel(self, job_id: str) -> str:
+        """Flag the job canceled; a job no runner took yet is done at once. Its state."""
+        with self._write() as s:
+            row = self._locked(s, job_id)
+            row.cancel = True
+            if row.state in ("queued", "retry"):
+                self._done(row, "canceled", "canceled before a runner started it")
+            return row.state
+
+    def abandon(self, job_id: str, status: str, reason: str) -> bool:
+        """End a job no runner has started (its message could not be sent)."""
+        with self._write() as s:
+            row = self._locked(s, job_id)
+            if row.state not in ("queued", "retry"):
+                return False
+            self._done(row, status, reason)
+            return True
+
+    def requeue(self, job_id: str) -> tuple[int, str] | None:
+        """Move a ``retry`` row back to queued as the next attempt: (attempt, task id)."""
+        with self._write() as s:
+            row = self._locked(s, job_id)
+            if row.state != "retry":
+                return None
+            row.attempt += 1
+            row.state = "queued"
+            row.batches = 0
+            row.runner_id = row.runner_name = row.runner_host = None
+            row.lease_until = None
+            row.task_id = f"{job_id}.{row.attempt}"
+            return row.attempt, row.task_id
+
+    def forward(self, job_id: str, sink: ev.EventSink, owner: str) -> int:
+        """Hand the job's new events to ``sink`` in order; the number handed on,
+        -1 if ``owner`` no longer owns the job (another process adopted it)."""
+        with Session(self.engine) as s:
+            row = s.get(DispatchJob, job_id)
+            if row is None or row.owner != owner:
+                return -1
+            start, state, total = row.forwarded, row.state, row.next_seq
+            payloads = list(
+                s.scalars(
+                    select(DispatchEvent.payload)
+                    .where(DispatchEvent.job_id == job_id, DispatchEvent.seq >= start)
+                    .order_by(DispatchEvent.seq)
+                )
+            )
+        if not payloads:
+            if state == "done" and total:
+                # Everything is handed on: the events' only copy now is in the records.
+                with self._write() as s:
+                    s.execute(delete(DispatchEvent).where(DispatchEvent.job_id == job_id))
+            return 0
+        # The sink writes records on other connections: no lock is held meanwhile
+        # (SQLite has a single writer).
+        for payload in payloads:
+            sink(event_from_dict(json.loads(payload)))
+        end = start + len(payloads)
+        with self._write() as s:
+            moved = s.execute(
+                update(DispatchJob)
+                .where(
+                    DispatchJob.job_id == job_id,
+                    DispatchJob.owner == owner,
+                    DispatchJob.forwarded == start,
+                )
+                .values(forwarded=end)
+            ).rowcount  # type: ignore[attr-defined]
+            if moved and state == "done" and end >= total:
+                s.execute(delete(DispatchEvent).where(DispatchEvent.job_id == job_id))
+        return len(payloads) if moved else -1
+
+    def assignment(self, job_id: str) -> Assignment | None:
+        """Where and how a job copy ran."""
+        with Session(self.engine) as s:
+            row = s.get(DispatchJob, job_id)
+            if row is None:
+                return None
+            return Assignment(
+                job_id=row.job_id,
+                name=row.name,
+                resource_class=row.resource_class,
+                state=row.state,
+                attempt=row.attempt,
+                runner_name=row.runner_name,
+                runner_host=row.runner_host,
+                status=row.status,
+                reason=row.reason,
+                result=json.loads(row.result) if row.result else {},
+            )
+
+    # ---------------------------------------------------------- runner side
+
+    def claim(self, job_id: str, attempt: int, runner: RunnerInfo, host: str) -> Claim:
+        """Give the job to ``runner`` if it is queued and of one of its classes."""
+        with self._write() as s:
+            row = self._locked(s, job_id)
+            if row.resource_class not in runner.resource_classes:
+                raise RefusedError(
+                    403,
+                    f"runner token {runner.name!r} may not run jobs of "
+                    f"resource class {row.resource_class!r}",
+                )
+            if row.attempt != attempt or row.state != "queued":
+                raise RefusedError(
+                    409, f"job {job_id} attempt {attempt} is not waiting for a runner"
+                )
+            now = time.time()
+            row.state = "running"
+            row.runner_id, row.runner_name, row.runner_host = runner.id, runner.name, host
+            row.claimed_at = now
+            row.lease_until = now + self.lease_seconds
+            secrets = json.loads(self.sealer.open(row.secrets)) if row.secrets else {}
+            return Claim(
+                job_id=job_id,
+                attempt=attempt,
+                request=json.loads(row.request),
+                secrets={str(k): str(v) for k, v in secrets.items()},
+                lease_seconds=self.lease_seconds,
+                heartbeat_seconds=self.heartbeat_seconds,
+            )
+
+    def _mine(self, s: Session, job_id: str, attempt: int, runner: RunnerInfo) -> DispatchJob:
+        row = self._locked(s, job_id)
+        if row.runner_id != runner.id or row.attempt != attempt:
+            raise RefusedError(403, f"job {job_id} is not assigned to runner {runner.name!r}")
+        if row.state != "running":
+            why = row.reason if row.state == "done" and row.reason else row.state
+            raise RefusedError(409, f"job {job_id} is no longer running here ({why})")
+        return row
+
+    def heartbeat(self, job_id: str, attempt: int, runner: RunnerInfo) -> bool:
+        """Extend the lease; True if the job was canceled (the runner stops it)."""
+        with self._write() as s:
+            row = self._mine(s, job_id, attempt, runner)
+            row.lease_until = time.time() + self.lease_seconds
+            return bool(row.cancel)
+
+    def append_events(
+        self,
+        job_id: str,
+        attempt: int,
+        runner: RunnerInfo,
+        batch: int,
+        events: Sequence[Mapping[str, Any]],
+    ) -> bool:
+        """Store batch number ``batch`` of the job's events; False if it was stored
+        before (a resend after a lost response)."""
+        checked = self._checked(job_id, events)
+        with self._write() as s:
+            row = self._mine(s, job_id, attempt, runner)
+            return self._apply_batch(row, s, batch, checked)
+
+    def finish(
+        self,
+        job_id: str,
+        attempt: int,
+        runner: RunnerInfo,
+        result: Mapping[str, Any],
+        *,
+        batch: int | None = None,
+        events: Sequence[Mapping[str, Any]] = (),
+    ) -> None:
+        """Record the job's result, after its last batch of events if one comes along
+        (one transaction); idempotent for the runner that ran it."""
+        checked = self._checked(job_id, events)
+        with self._write() as s:
+            row = self._locked(s, job_id)
+            if row.state == "done" and row.runner_id == runner.id and row.attempt == attempt:
+                return
+            row = self._mine(s, job_id, attempt, runner)
+            if batch is not None:
+                self._apply_batch(row, s, batch, checked)
+            status = str(result.get("status") or "infrastructure_fail")
+            self._done(row, status, result.get("reason"), result)
+
+    def _checked(self, job_id: str, events: Sequence[Mapping[str, Any]]) -> list[ev.Event]:
+        checked = [event_from_dict(e) for e in events]
+        for event in checked:
+            owner = getattr(event, "job_id", None)
+            if owner != job_id:  # pipeline/workflow events are the scheduler's, not a runner's
+                raise RefusedError(
+                    403, f"a {event.kind} event of {owner} in a batch of job {job_id}"
+                )
+        return checked
+
+    def _apply_batch(
+        self, row: DispatchJob, s: Session, batch: int, checked: Sequence[ev.Event]
+    ) -> bool:
+        if batch <= row.batches:
+            return False
+        if batch != row.batches + 1:
+            raise RefusedError(409, f"batch {batch} after batch {row.batches}: one was skipped")
+        self._add_events(s, row, checked)
+        row.batches = batch
+        row.lease_until = time.time() + self.lease_seconds
+        return True
+
+    def job_scope(self, job_id: str, runner: RunnerInfo) -> tuple[str, set[str]]:
+        """(project, workflow ids) a runner may reach through the blob API for a job
+        it is running; :class:`RefusedError` otherwise."""
+        with Session(self.engine) as s:
+            row = s.get(DispatchJob, job_id)
+            if row is None or row.runner_id != runner.id or row.state != "running":
+                raise RefusedError(403, f"job {job_id} is not running on runner {runner.name!r}")
+            workflows = {row.workflow_id} | ({row.workspace_id} if row.workspace_id else set())
+            return row.project, workflows
+
+    # ------------------------------------------------------------- reaping
+
+    def renew_leases(self, now: float) -> int:
+        """Give every running job a fresh lease (a server start: runners kept working)."""
+        with self._write() as s:
+            done = s.execute(
+                update(DispatchJob)
+                .where(DispatchJob.state == "running")
+                .values(lease_until=now + self.lease_seconds)
+            )
+            return int(done.rowcount)  # type: ignore[attr-defined]
+
+    def expired(self, now: float) -> list[str]:
+        """Running jobs whose lease ran out, and retries nobody will send."""
+        stale = now - OWNER_STALE
+        with Session(self.engine) as s:
+            running = select(DispatchJob.job_id).where(
+                DispatchJob.state == "running", DispatchJob.lease_until < now
+            )
+            orphan_retries = select(DispatchJob.job_id).where(
+                DispatchJob.state == "retry", DispatchJob.owner_seen < stale
+            )
+            return list(s.scalars(running)) + list(s.scalars(orphan_retries))
+
+    def lose(self, job_id: str, now: float) -> str | None:
+        """A lost runner's job: ``retry`` when allowed and someone will send it, else
+        done as failed "runner lost" with its open steps closed. The new state."""
+        with self._write() as s:
+            row = self._locked(s, job_id)
+            if row.state == "running" and (row.lease_until or 0) >= now:
+                return None  # a heartbeat came in meanwhile
+            if row.state not in ("running", "retry"):
+                return None
+            alive = (row.owner_seen or 0) >= now - OWNER_STALE
+            who = row.runner_name or "the runner"
+            if row.state == "running" and row.attempt < row.max_attempts and alive:
+                note = f"\ncirclet: {LOST}: {who} stopped reporting; retrying the job\n"
+                self._close_steps(s, row, note, status="canceled")
+                row.state = "retry"
+                return row.state
+            note = f"\ncirclet: {LOST}: {who} stopped reporting (no heartbeat)\n"
+            self._close_steps(s, row, note, status="failed")
+            status: ev.JobStatus = "canceled" if row.cancel else "failed"
+            self._add_events(s, row, [ev.JobFinished(job_id, status, LOST)])
+            self._done(row, status, LOST)
+            return row.state
+
+    def adopt_orphans(self, owner: str, now: float) -> list[str]:
+        """Take over forwarding for jobs whose dispatcher went silent (a scheduler
+        that died: its runners' results must still reach the records)."""
+        stale = now - OWNER_STALE
+        with self._write() as s:
+            ids = list(
+                s.scalars(
+                    select(DispatchJob.job_id).where(
+                        DispatchJob.owner != owner,
+                        DispatchJob.owner_seen < stale,
+                        (DispatchJob.state != "done")
+                        | (DispatchJob.next_seq > DispatchJob.forwarded),
+                    )
+                )
+            )
+            if ids:
+                s.execute(
+                    update(DispatchJob)
+                    .where(DispatchJob.job_id.in_(ids), DispatchJob.owner_seen < stale)
+                    .values(owner=owner, owner_seen=now)
+                )
+        return ids
+
+    def owned(self, owner: str) -> list[str]:
+        """Jobs whose events ``owner`` forwards and that are not fully handed on."""
+        with Session(self.engine) as s:
+            return list(
+                s.scalars(
+                    select(DispatchJob.job_id).where(
+                        DispatchJob.owner == owner,
+                        (DispatchJob.state != "done")
+                        | (DispatchJob.next_seq > DispatchJob.forwarded),
+                    )
+                )
+            )
+
+    # ------------------------------------------------------------ helpers
+
+    def _add_events(self, s: Session, row: DispatchJob, events: Iterable[ev.Event]) -> None:
+        seq = row.next_seq
+        for event in events:
+            data = event_to_dict(event)
+            s.add(
+                DispatchEvent(
+                    job_id=row.job_id, seq=seq, kind=str(data["kind"]), payload=json.dumps(data)
+                )
+            )
+            seq += 1
+        row.next_seq = seq
+
+    def _close_steps(self, s: Session, row: DispatchJob, note: str, *, status: str) -> None:
+        """End the steps a lost runner left running (their output so far stays)."""
+        marks = s.execute(
+            select(DispatchEvent.kind, DispatchEvent.payload)
+            .where(
+                DispatchEvent.job_id == row.job_id,
+                DispatchEvent.kind.in_(("step_started", "step_finished")),
+            )
+            .order_by(DispatchEvent.seq)
+        )
+        started = _open_steps(marks)
+        # Forwarded events are deleted only once a job is done, so this sees them all.
+        closing: list[ev.Event] = []
+        for index in started:
+            closing.append(ev.Output(row.job_id, index, note))
+            closing.append(ev.StepFinished(row.job_id, index, status, None, LOST))  # type: ignore[arg-type]
+        self._add_events(s, row, closing)
+
+    def _done(
+        self,
+        row: DispatchJob,
+        status: str,
+        reason: str | None,
+        result: Mapping[str, Any] | None = None,
+    ) -> None:
+        row.state = "done"
+        row.status = status
+        row.reason = reason
+        row.result = json.dumps(dict(result or {"status": status, "reason": reason}))
+        row.finished_at = time.time()
+        row.lease_until = None
+        row.secrets = None  # nobody needs them any more: do not keep them at rest
+
+
+def _open_steps(marks: Iterable[Any]) -> list[int]:
+    open_steps: dict[int, None] = {}
+    for kind, payload in marks:
+        index = int(json.loads(payload)["index"])
+        if kind == "step_started":
+            open_steps[index] = None
+        else:
+            open_steps.pop(index, None)
+    return list(open_steps)

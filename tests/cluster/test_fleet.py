@@ -1,0 +1,177 @@
+"""The fleet end to end: a server, two ``circlet runner`` processes with different
+resource classes, Redis as the broker, PostgreSQL as the records; jobs run on the
+host executor of the runner of their class."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from cluster_helpers import pipeline_from, running, say, scheduler, wait_for
+from conftest import Fleet
+from sqlalchemy import text
+
+SECRET = "s3cret-value-42"
+
+WORKFLOW = """
+version: 2.1
+jobs:
+  build:
+    machine: true
+    resource_class: acme/a
+    steps:
+      - checkout
+      - run:
+          name: Build
+          command: |
+            mkdir -p out deps
+            echo "built from $(cat app.txt)" > out/result.txt
+            echo "dependency of build $CIRCLE_BUILD_NUM" > deps/lib.txt
+      - save_cache:
+          key: deps-{{ checksum "app.txt" }}
+          paths: [deps]
+      - persist_to_workspace:
+          root: out
+          paths: [result.txt]
+  test:
+    machine: true
+    resource_class: acme/b
+    steps:
+      - attach_workspace:
+          at: ws
+      - restore_cache:
+          keys: [deps-]
+      - run:
+          name: Test
+          command: |
+            cat ws/result.txt deps/lib.txt
+            test "$API_KEY" = "s3cret-value-42" && echo "secret ok: $API_KEY"
+  lint:
+    machine: true
+    resource_class: acme/b
+    steps:
+      - run: echo linting
+  report:
+    machine: true
+    steps:
+      - run: echo all done here
+workflows:
+  main:
+    jobs:
+      - build
+      - lint
+      - test:
+          requires: [build]
+      - report:
+          requires: [test, lint]
+"""
+
+
+@pytest.fixture(scope="module")
+def two_runners(fleet: Fleet) -> Fleet:
+    fleet.runner("runner-a", ["acme/a"])
+    fleet.runner("runner-b", ["acme/b"])
+    return fleet
+
+
+def test_each_job_runs_on_the_runner_of_its_class(
+    two_runners: Fleet, git_project: tuple[Path, str], tmp_path: Path
+) -> None:
+    fleet = two_runners
+    repo, commit = git_project
+    with scheduler(fleet.home, fleet.database_url, fleet.broker, fleet.queue_prefix) as sch:
+        started = time.monotonic()
+        result = sch.run(
+            pipeline_from(WORKFLOW, tmp_path),
+            repo=repo,
+            commit=commit,
+            branch="main",
+            secrets={"API_KEY": SECRET},
+        )
+        took = time.monotonic() - started
+        ran_on = {j.name: sch.runner_of(j.job_id) for j in result.jobs()}
+        say(f"workflow {result.status} in {took:.1f}s; jobs ran on {ran_on}")
+        assert result.status == "success", [(j.name, j.status, j.reason) for j in result.jobs()]
+        assert ran_on == {
+            "build": "runner-a",
+            "lint": "runner-b",
+            "test": "runner-b",
+            "report": None,  # no runner class: the local pool
+        }
+        test_job = result.job("test")
+        records = sch.records
+        assert records.job(test_job.job_id).status == "success"
+        steps = {s.name: s for s in records.steps(test_job.job_id)}
+        assert [s.status for s in steps.values()] == ["success"] * len(steps)
+        output = records.step_output(test_job.job_id, steps["Test"].index)
+        say(f"the test job printed: {output!r}")
+        assert "built from version 1" in output  # the workspace, from runner-a's job
+        assert "dependency of build" in output  # the cache saved by runner-a's job
+        assert "secret ok: ********" in output  # the secret arrived, and was masked
+        build = result.job("build")
+        checkout = records.steps(build.job_id)[2]
+        assert checkout.name == "Checkout code"
+        assert commit[:7] in records.step_output(build.job_id, checkout.index)
+        everything = "".join(
+            records.step_output(j.job_id, s.index)
+            for j in result.jobs()
+            for s in records.steps(j.job_id)
+        )
+        assert SECRET not in everything
+    with fleet.engine.connect() as conn:
+        left = conn.execute(
+            text("SELECT count(*) FROM cluster_jobs WHERE secrets IS NOT NULL")
+        ).scalar_one()
+        events = conn.execute(text("SELECT count(*) FROM cluster_events")).scalar_one()
+    assert left == 0  # secrets are dropped from the server once the jobs are done
+    assert events == 0  # every event was handed to the records, then deleted
+
+
+def test_cancel_reaches_the_runner_and_stops_the_job(two_runners: Fleet, tmp_path: Path) -> None:
+    fleet = two_runners
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    config = f"""
+version: 2.1
+jobs:
+  long:
+    machine: true
+    resource_class: acme/a
+    steps:
+      - run: |
+          echo $$ > {marks}/shell.pid
+          sleep 120 &
+          echo $! > {marks}/sleep.pid
+          echo started
+          wait
+workflows:
+  main:
+    jobs: [long]
+"""
+    cancel = threading.Event()
+    with scheduler(fleet.home, fleet.database_url, fleet.broker, fleet.queue_prefix) as sch:
+        outcome: dict[str, object] = {}
+
+        def run() -> None:
+            outcome["result"] = sch.run(pipeline_from(config, tmp_path), cancel=cancel)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        wait_for((marks / "sleep.pid").exists, 30, "the job to start on runner-a")
+        pids = [int((marks / f).read_text()) for f in ("shell.pid", "sleep.pid")]
+        t0 = time.monotonic()
+        cancel.set()
+        thread.join(30)
+        took = time.monotonic() - t0
+        assert not thread.is_alive(), "the canceled pipeline did not end"
+        result = outcome["result"]
+        job = result.job("long")  # type: ignore[attr-defined]
+        say(
+            f"cancel: job {job.status} {took:.1f}s after the cancel, on {sch.runner_of(job.job_id)}"
+        )
+        assert job.status == "canceled"
+        assert sch.records.job(job.job_id).status == "canceled"
+        wait_for(lambda: not any(running(pid) for pid in pids), 5, f"processes {pids} to end")
+        say(f"the job's processes {pids} are gone")
