@@ -5,8 +5,8 @@ compressible like sources, some not like .so/.pyc, a few large ones, and
 symlinks) is copied, in the same run:
 
 - into the docker primary (``circlet/cimg-python:3.11``, user circleci) with
-  ``copy_in`` from the job's staging directory (chown on the host, one
-  ``cp -a`` inside) and from a host path outside it (the tar stream);
+  ``copy_in`` from the job's staging directory (one ``cp -a`` and a chown
+  inside) and from a host path outside it (the tar stream);
 - out of it with ``copy_out`` into the staging directory (one ``cp -a``) and
   into a host path outside it (the tar stream);
 - on the host: ``cp -a``, ``tar -xzf`` of the tree's archive, ``tar -czf``.
@@ -33,7 +33,6 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
-from circlet.executors import staging
 from circlet.executors.docker import DockerEnvironment, DockerExecutor
 from circlet.plan import DockerImage, ExecutorSpec, JobSpec
 
@@ -145,9 +144,6 @@ def run_benchmark(tree: Path, scratch: Path, runs: int) -> dict[str, float]:
             staged = stage / f"step-{r}-restore"
             sh(["cp", "-a", str(tree), str(staged)])
             record("copy_in staged", timed(env.copy_in, staged, f"~/in-fast-{r}"))
-            again = stage / f"chown-{r}"  # the chown share of the staged copy_in
-            sh(["cp", "-a", str(tree), str(again)])
-            record("  of which chown", timed(staging.own_tree, again, 3434, 3434))
 
             # copy_out: the tar stream, then the staging fast path
             out = scratch / f"out-{r}"

@@ -191,6 +191,36 @@ def test_tag_without_tag_filters_runs_nothing(project: Path, home: Path) -> None
     assert "no workflow has a job to run for tag v1.0" in out
 
 
+SCHEDULED = """
+  nightly:
+    triggers:
+      - schedule:
+          cron: "0 3 * * *"
+          filters: {branches: {only: [feature-x]}}
+    jobs:
+      - test
+"""
+
+
+def test_scheduled_workflow_runs_only_when_named(project: Path, home: Path) -> None:
+    (project / ".circleci" / "config.yml").write_text(CONFIG + SCHEDULED)
+    code, out = invoke(str(project), "--executor", "host")
+    assert code == 0, out
+    assert "workflow nightly runs only on its schedule (0 3 * * *): not run" in out
+    with RecordStore() as records:
+        (pipeline,) = records.list_pipelines()
+        assert [wf.name for wf in records.workflows(pipeline.id)] == ["main"]
+    code, out = invoke(str(project), "--executor", "host", "--workflow", "nightly")
+    assert code == 0, out
+    assert "workflow nightly runs on a schedule (0 3 * * *): running it now" in out
+    assert "✓ Run tests" in out
+    with RecordStore() as records:
+        latest = max(records.list_pipelines(), key=lambda p: p.number)
+        (wf,) = records.workflows(latest.id)
+        assert wf.name == "nightly"
+        assert [(j.name, j.status) for j in records.jobs(wf.id)] == [("test", "success")]
+
+
 def test_ctrl_c_cancels_cleanly(project: Path, home: Path, tmp_path: Path) -> None:
     marker = tmp_path / "started"
     (project / ".circleci" / "config.yml").write_text(

@@ -249,7 +249,7 @@ class ApiServer:
 
 
 class Runner:
-    """A ``circlet runner`` process (host executor)."""
+    """A ``circlet runner`` process (host executor unless told otherwise)."""
 
     def __init__(
         self,
@@ -261,6 +261,7 @@ class Runner:
         classes: str,
         broker: str,
         concurrency: int = 1,
+        executor: str = "host",
     ) -> None:
         work = home / f"runner-{name}"
         work.mkdir(parents=True, exist_ok=True)
@@ -281,7 +282,7 @@ class Runner:
                 "--broker",
                 broker,
                 "--executor",
-                "host",
+                executor,
                 "--work-dir",
                 str(work),
             ],

@@ -53,7 +53,13 @@ class Fleet:
         return found
 
     def runner(
-        self, name: str, classes: list[str], *, concurrency: int = 1, broker: str | None = None
+        self,
+        name: str,
+        classes: list[str],
+        *,
+        concurrency: int = 1,
+        broker: str | None = None,
+        executor: str = "host",
     ) -> Runner:
         runner = Runner(
             self.home,
@@ -63,6 +69,7 @@ class Fleet:
             classes=",".join(classes),
             broker=broker or self.broker,
             concurrency=concurrency,
+            executor=executor,
         ).start()
         self.runners.append(runner)
         return runner

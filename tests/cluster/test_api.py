@@ -50,14 +50,20 @@ class Api:
         return httpx.Client(base_url=self.url, headers={"Authorization": f"Bearer {token}"})
 
 
-@pytest.fixture(scope="module")
-def api(services: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+@pytest.fixture(scope="module", params=["postgresql", "sqlite"])
+def api(
+    request: pytest.FixtureRequest, services: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Api]:
+    """The fleet API on PostgreSQL (a server's database) and on SQLite (the default)."""
     from circlet.cluster.devserver import create_app
     from circlet.store.accounts import SecretBox
     from circlet.store.records import RecordStore
 
     home = tmp_path_factory.mktemp("api")
-    database_url = fresh_database()
+    if request.param == "postgresql":
+        database_url = fresh_database()
+    else:
+        database_url = f"sqlite:///{home / 'records.db'}"
     records = RecordStore(database_url)
     store = ClusterStore(records, SecretBox(home / "server-secrets.key"), lease_seconds=5)
     settings = ClusterSettings(lease_seconds=5, heartbeat_seconds=1, work_dir=home / "cluster")
@@ -79,7 +85,8 @@ def api(services: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ap
         server.should_exit = True
         thread.join(15)
         records.close()
-        drop_database(database_url)
+        if request.param == "postgresql":
+            drop_database(database_url)
 
 
 def _request(name: str, rc: str, secrets: dict[str, str] | None = None) -> JobRequest:
@@ -394,3 +401,20 @@ def _tree_checks(blobs: HttpBlobStore, job_id: str, tmp_path: Path) -> None:
 def test_wire_requests_carry_no_secrets(api: Api) -> None:
     request = _request("job", "acme/a", {"K": SECRET})
     assert SECRET not in json.dumps(request_to_dict(request))
+
+
+def test_runner_command_refuses_bad_tokens_and_classes_in_one_line(api: Api) -> None:
+    from click.testing import CliRunner
+
+    from circlet.cli.runner_cmd import command
+
+    cases = [
+        (["--token", "crt_not-a-token", "--resource-class", "acme/a"], "Unknown or revoked"),
+        (["--token", api.token_a, "--resource-class", "acme/b"], "not allowed resource class"),
+        (["--token", api.token_a, "--resource-class", "medium"], "not a runner resource class"),
+    ]
+    for args, why in cases:
+        result = CliRunner().invoke(command, ["--server", api.url, "--broker", "redis://x", *args])
+        assert result.exit_code == 2, result.output
+        assert why in result.output
+        assert result.output.count("\n") == 1  # one line, no traceback

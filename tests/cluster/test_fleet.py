@@ -4,6 +4,7 @@ host executor of the runner of their class."""
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 from pathlib import Path
@@ -52,7 +53,17 @@ jobs:
     machine: true
     resource_class: acme/b
     steps:
-      - run: echo linting
+      - run:
+          name: Lint
+          command: |
+            mkdir -p reports results
+            echo "no problems" > reports/lint.txt
+            printf '<testsuite name="lint">%s</testsuite>' \
+              '<testcase classname="style" name="pep8" time="0.5"/>' > results/lint.xml
+      - store_artifacts:
+          path: reports
+      - store_test_results:
+          path: results
   report:
     machine: true
     steps:
@@ -110,6 +121,15 @@ def test_each_job_runs_on_the_runner_of_its_class(
         assert "built from version 1" in output  # the workspace, from runner-a's job
         assert "dependency of build" in output  # the cache saved by runner-a's job
         assert "secret ok: ********" in output  # the secret arrived, and was masked
+        lint = result.job("lint")
+        artifacts = records.artifacts(lint.job_id)
+        assert len(artifacts) == 1
+        assert artifacts[0].path.endswith("reports/lint.txt")
+        with sch.blobs.open_blob(artifacts[0].digest) as fh:  # uploaded to the server's store
+            assert fh.read() == b"no problems\n"
+        assert [(c.classname, c.name) for c in records.test_cases(lint.job_id)] == [
+            ("style", "pep8")
+        ]
         build = result.job("build")
         checkout = records.steps(build.job_id)[2]
         assert checkout.name == "Checkout code"
@@ -175,3 +195,62 @@ workflows:
         assert sch.records.job(job.job_id).status == "canceled"
         wait_for(lambda: not any(running(pid) for pid in pids), 5, f"processes {pids} to end")
         say(f"the job's processes {pids} are gone")
+
+
+def _job_containers() -> set[str]:
+    """The ``circlet.job`` labels of every container (running or not)."""
+    out = subprocess.run(
+        [
+            "docker",
+            "ps",
+            "-a",
+            "--filter",
+            "label=circlet.job",
+            "--format",
+            '{{.Label "circlet.job"}}',
+        ],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    return set(out.split())
+
+
+@pytest.mark.docker
+def test_cancel_stops_the_jobs_containers_on_a_docker_runner(fleet: Fleet, tmp_path: Path) -> None:
+    fleet.runner("runner-docker", ["acme/docker"], executor="docker")
+    config = """
+version: 2.1
+jobs:
+  in-docker:
+    docker:
+      - image: circlet/debian-python:bookworm
+    resource_class: acme/docker
+    steps:
+      - run: echo in a container; sleep 120
+workflows:
+  main:
+    jobs: [in-docker]
+"""
+    before = _job_containers()
+    cancel = threading.Event()
+    with scheduler(fleet.home, fleet.database_url, fleet.broker, fleet.queue_prefix) as sch:
+        box: dict[str, object] = {}
+        thread = threading.Thread(
+            target=lambda: box.update(
+                result=sch.run(pipeline_from(config, tmp_path), cancel=cancel)
+            )
+        )
+        thread.start()
+        started = wait_for(lambda: _job_containers() - before, 60, "the job's container")
+        say(f"the job runs in container(s) labelled {sorted(started)} on runner-docker")
+        time.sleep(1.0)
+        cancel.set()
+        thread.join(60)
+        assert not thread.is_alive(), "the canceled pipeline did not end"
+        job = box["result"].job("in-docker")  # type: ignore[attr-defined]
+        assert job.status == "canceled"
+        assert sch.runner_of(job.job_id) == "runner-docker"
+        left = _job_containers() & started
+        say(f"after the cancel: job {job.status}, containers left: {sorted(left)}")
+        assert not left

@@ -112,6 +112,7 @@ def run_job(host_executor: HostExecutor, blobs: Any, tmp_path: Path) -> RunJob:
         executor: Any = None,
         branch: str | None = "main",
         records: Any = None,
+        staging_root: Path | None = None,
     ) -> tuple[JobRunner, Collector]:
         spec = steps if isinstance(steps, JobSpec) else JobSpec("build", PY_IMAGE, steps)
         sink = Collector()
@@ -136,7 +137,7 @@ def run_job(host_executor: HostExecutor, blobs: Any, tmp_path: Path) -> RunJob:
             sink=sink,
             records=records,
             cancel=cancel,
-            staging_root=tmp_path,
+            staging_root=staging_root or tmp_path,
         )
         runner.run()
         return runner, sink

@@ -11,10 +11,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+from engine_helpers import NoSharedStaging, StopFails
+
 from circlet.engine import events as ev
 from circlet.engine.masking import MASK
 from circlet.executors.host import HostExecutor
-from circlet.plan import RunStep
+from circlet.plan import DockerImage, ExecutorSpec, JobSpec, RunStep
 
 RunJob = Callable[..., Any]  # the run_job fixture (conftest.py)
 
@@ -222,3 +225,92 @@ def test_our_own_failure_ends_the_running_step(run_job: RunJob, tmp_path: Path) 
     }
     assert "circlet: OSError: database is locked" in sink.output("Preparing environment variables")
     assert list((tmp_path / "work").iterdir()) == []  # stopped all the same
+
+
+# ----------------------------------------------------------- staging and halt
+
+
+HALT_STEPS = (
+    RunStep(name="where", command='echo "flag=$CIRCLET_HALT_FILE"; circleci-agent step halt'),
+    RunStep(name="never", command="echo never"),
+)
+
+
+def _flag(sink: Any) -> str:
+    return str(sink.output("where").split("flag=")[1].split()[0])
+
+
+def test_halt_flag_is_in_the_shared_staging_dir(run_job: RunJob, tmp_path: Path) -> None:
+    runner, sink = run_job(HALT_STEPS)
+    assert runner.result.status == "success"
+    assert sink.steps()["never"] == "skipped"
+    flag = Path(_flag(sink))
+    # In the host executor's staging directory (looked for with a stat on the host),
+    # not in the task-data directory inside the job.
+    assert (tmp_path / "work").resolve() in flag.resolve().parents
+    assert not str(flag).startswith("/tmp/.circleci-task-data")
+    assert not flag.exists()  # removed with the job
+
+
+def test_staging_root_is_created_when_there_is_no_shared_dir(
+    run_job: RunJob, host_executor: HostExecutor, tmp_path: Path
+) -> None:
+    root = tmp_path / "not" / "yet" / "there"
+    runner, sink = run_job(HALT_STEPS, executor=NoSharedStaging(host_executor), staging_root=root)
+    assert runner.result.status == "success", runner.result.reason
+    assert sink.steps()["never"] == "skipped"  # the flag copied out into the job's staging dir
+    assert _flag(sink).startswith("/tmp/.circleci-task-data-")  # stays inside the job
+    assert root.is_dir()
+    assert list(root.iterdir()) == []  # the job's own directory is gone
+
+
+def test_unusable_staging_root_fails_the_spin_up(
+    run_job: RunJob, host_executor: HostExecutor, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    runner, sink = run_job(
+        (RunStep(name="x", command="true"),),
+        executor=NoSharedStaging(host_executor),
+        staging_root=blocker / "staging",
+    )
+    assert runner.result.status == "infrastructure_fail"
+    assert "cannot create the job's staging directory" in (runner.result.reason or "")
+    assert sink.steps() == {"Spin up environment": "failed"}
+    assert [e.status for e in sink.of(ev.JobFinished)] == ["infrastructure_fail"]
+    assert list((tmp_path / "work").iterdir()) == []  # the environment was stopped
+
+
+def test_a_failing_teardown_still_finishes_the_job(
+    run_job: RunJob, agent_bin: Path, tmp_path: Path
+) -> None:
+    executor = StopFails(tmp_path / "work", agent_bin=agent_bin, ca_bundle="")
+    runner, sink = run_job((RunStep(name="x", command="true"),), executor=executor)
+    assert runner.result.status == "infrastructure_fail"
+    assert runner.result.reason == "RuntimeError: the engine went away while removing the job"
+    assert sink.steps()["x"] == "success"
+    finished = sink.of(ev.JobFinished)
+    assert [e.status for e in finished] == ["infrastructure_fail"]
+    assert isinstance(sink.events[-1], ev.JobFinished)
+
+
+@pytest.mark.docker
+@pytest.mark.parametrize(
+    ("image", "shared"),
+    [("circlet/debian-python:bookworm", True), ("circlet/cimg-python:3.11", False)],
+)
+def test_halt_on_docker(run_job: RunJob, agent_bin: Path, image: str, shared: bool) -> None:
+    """Root in the container can write into the shared staging directory: the flag
+    is looked for on the host. The ``circleci`` user cannot enter it (0700): the
+    flag stays in the task-data directory inside."""
+    from circlet.executors.docker import DockerExecutor
+
+    executor = DockerExecutor(agent_bin=agent_bin, ca_bundle="")
+    spec = JobSpec("build", ExecutorSpec(kind="docker", images=(DockerImage(image),)), HALT_STEPS)
+    runner, sink = run_job(spec, executor=executor)
+    assert runner.result.status == "success", runner.result.reason
+    assert sink.steps()["never"] == "skipped"
+    details = sink.output("Spin up environment")
+    assert "never" not in sink.output()
+    flag = _flag(sink)
+    assert flag.startswith("/tmp/.circleci-task-data-") is not shared, (flag, details)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from engine_helpers import NoSharedStaging, StopFails
 
 from circlet.engine import events as ev
 from circlet.engine.scheduler import PipelineResult, RunOptions, run_pipeline, select_workflows
@@ -23,6 +24,7 @@ from circlet.plan import (
     Pipeline,
     Requirement,
     RunStep,
+    ScheduleTrigger,
     Workflow,
 )
 from circlet.store.records import RecordStore
@@ -368,3 +370,78 @@ def test_cancel_removes_containers(
             assert client.containers(all=True, filters={"label": f"{LABEL_JOB}={key}"}) == []
     finally:
         client.close()
+
+
+def test_no_op_job_succeeds_without_an_environment(
+    go: Any, host_executor: HostExecutor, records: RecordStore
+) -> None:
+    started: list[str] = []
+
+    def factory(spec: JobSpec) -> Any:
+        started.append(spec.name)
+        return host_executor
+
+    sink = Sink()
+    p = pipeline(
+        node("build"),
+        JobNode("gate", JobSpec("gate", None), (Requirement("build"),), type="no-op"),
+        node("deploy", "true", "gate"),
+    )
+    result = go(p, sink=sink, factory=factory)
+    assert statuses(result) == {"build": "success", "gate": "success", "deploy": "success"}
+    assert started == ["build", "deploy"]  # nothing was started for the no-op job
+    assert not result.job("gate").ran
+    assert "gate" not in {e.name for e in sink.events if isinstance(e, ev.JobStarted)}
+    assert sink.index(ev.JobStatusChanged, "gate") < sink.index(ev.JobStarted, "deploy")
+    records.flush()
+    row = records.job(result.job("gate").job_id)
+    assert row is not None
+    assert row.status == "success"
+
+
+def test_scheduled_workflows_run_only_on_their_schedule(go: Any) -> None:
+    nightly = Workflow("nightly", (node("slow"),), triggers=(ScheduleTrigger("0 3 * * *"),))
+    p = Pipeline("2.1", (Workflow("main", (node("fast"),)), nightly))
+    pushed = go(p)
+    assert [wf.name for wf in pushed.workflows] == ["main"]
+    assert statuses(pushed) == {"fast": "success"}
+    scheduled = go(p, trigger="schedule")
+    assert [wf.name for wf in scheduled.workflows] == ["nightly"]
+    assert statuses(scheduled) == {"slow": "success"}
+    named = go(p, workflow="nightly")  # asked for by name: it runs on any trigger
+    assert statuses(named) == {"slow": "success"}
+    assert [wf.name for wf, _ in select_workflows(p, branch="main", tag=None, job="slow")] == [
+        "nightly"
+    ]
+
+
+def test_a_failing_teardown_is_recorded_as_finished(
+    go: Any, agent_bin: Path, tmp_path: Path, records: RecordStore
+) -> None:
+    executor = StopFails(tmp_path / "work", agent_bin=agent_bin, ca_bundle="")
+    result = go(pipeline(node("a"), node("b", "true", "a")), factory=lambda _spec: executor)
+    assert statuses(result) == {"a": "infrastructure_fail", "b": "not_run"}
+    records.flush()
+    row = records.job(result.job("a").job_id)
+    assert row is not None
+    assert row.status == "infrastructure_fail"  # not left "running"
+    assert row.reason == "RuntimeError: the engine went away while removing the job"
+    assert row.stopped_at is not None
+
+
+def test_missing_staging_root_is_created(
+    go: Any, host_executor: HostExecutor, tmp_path: Path, records: RecordStore
+) -> None:
+    root = tmp_path / "server" / "staging"
+    options = RunOptions(project="local/demo", branch="main", staging_root=root)
+    result = go(
+        pipeline(node("a", "echo hi")),
+        options=options,
+        factory=lambda _spec: NoSharedStaging(host_executor),
+    )
+    assert statuses(result) == {"a": "success"}
+    assert root.is_dir()
+    records.flush()
+    row = records.job(result.job("a").job_id)
+    assert row is not None
+    assert row.status == "success"

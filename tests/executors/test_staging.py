@@ -9,9 +9,11 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import docker
 import pytest
 from executor_helpers import LOCAL_PRIMARY, PRIMARY, make_job, new_key, run
 
@@ -195,20 +197,42 @@ def docker_start(tmp_path: Path) -> Iterator[Callable[..., DockerEnvironment]]:
 
 
 @pytest.mark.docker
-def test_docker_staged_copy_in_is_the_fast_path(
+def test_docker_staged_copies_take_the_fast_path_and_leave_the_host_files(
     docker_start: Callable[..., DockerEnvironment], tmp_path: Path
 ) -> None:
     env = docker_start()
     assert env.staging_dir is not None
     staged = make_tree(env.staging_dir / "step-1" / "tree")
+    os.link(staged / "run.sh", tmp_path / "shared")  # as a cache's shared copy might be
     outside = make_tree(tmp_path / "outside")
-    expected = listing_host(staged, owner=("3434", "3434"))
+    before = listing_host(staged)
+    calls = archive_calls(env)  # start read /etc/passwd so
+
     env.copy_in(staged, "~/staged")
+    assert env.copy_out("~/staged", env.staging_dir / "step-2" / "back")
+    assert archive_calls(env) == calls  # no tar stream through the engine
+    assert listing_host(staged) == before  # the host files are not touched
+    assert (tmp_path / "shared").stat().st_uid == os.geteuid()
+
     env.copy_in(outside, "~/outside")
-    assert listing_inside(env, "~/staged") == expected
-    # Only the fast path hands the host files to the container user (uid 3434).
-    assert {p.lstat().st_uid for p in [staged, *staged.rglob("*")]} == {3434}
-    assert {p.lstat().st_uid for p in [outside, *outside.rglob("*")]} == {os.geteuid()}
+    assert env.copy_out("~/outside", tmp_path / "out")
+    assert archive_calls(env) == [*calls, "extract-to-dir", "archive-path"]
+    assert listing_inside(env, "~/staged")[1:] == listing_inside(env, "~/outside")[1:]
+
+
+def archive_calls(env: DockerEnvironment) -> list[str]:
+    """The engine's archive events (tar streams in and out) of the primary so far."""
+    client = docker.APIClient()
+    try:
+        events = client.events(
+            since=int(time.time()) - 600,
+            until=f"{time.time():.9f}",  # the engine takes fractions; now, not the second
+            filters={"container": env.primary, "event": ["extract-to-dir", "archive-path"]},
+            decode=True,
+        )
+        return [str(event["Action"]) for event in events]
+    finally:
+        client.close()
 
 
 @pytest.mark.docker
@@ -304,29 +328,6 @@ def test_overlaps_and_is_under(tmp_path: Path) -> None:
     assert staging.is_under(staging.host_path(tmp_path / "alias" / "dir"), real)
     assert staging.is_under(real, real)
     assert not staging.is_under(tmp_path / "realx", real)
-
-
-def test_own_tree_changes_owners_not_link_targets_and_keeps_setid_bits(tmp_path: Path) -> None:
-    if os.geteuid() != 0:
-        assert staging.own_tree(tmp_path, 3434, 3434) is False
-        return
-    target = tmp_path / "outside"
-    target.write_text("not mine to change")
-    root = tmp_path / "tree"
-    (root / "d").mkdir(parents=True)
-    tool = root / "d" / "tool"
-    tool.write_text("#!/bin/sh\n")
-    tool.chmod(0o6755)
-    (root / "escape").symlink_to(target)
-    assert staging.own_tree(root, 3434, 3435)
-    owners = {(p.lstat().st_uid, p.lstat().st_gid) for p in [root, *root.rglob("*")]}
-    assert owners == {(3434, 3435)}
-    assert target.stat().st_uid == 0
-    assert stat.S_IMODE(tool.stat().st_mode) == 0o6755
-    single = tmp_path / "single"
-    single.write_text("x")
-    assert staging.own_tree(single, 5, 6)
-    assert (single.stat().st_uid, single.stat().st_gid) == (5, 6)
 
 
 def test_prepare_keeps_out_of_the_avoided_dirs(tmp_path: Path) -> None:

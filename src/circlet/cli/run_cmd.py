@@ -270,6 +270,8 @@ def run(args: RunArgs, *, console: Console, err: Console) -> int:
                 err.print(str(problem), highlight=False, markup=False, soft_wrap=True)
             return EXIT_FAILED
         _check_job(pipeline, args)
+        for note in schedule_notes(pipeline, args):
+            console.print(note, highlight=False, markup=False, soft_wrap=True)
         with tempfile.TemporaryDirectory(prefix="circlet-agent-") as tmp:
             agent_bin = Path(tmp) / "bin"
             install_agent(agent_bin)
@@ -302,7 +304,8 @@ def run(args: RunArgs, *, console: Console, err: Console) -> int:
     if result.canceled:
         return EXIT_INTERRUPTED
     if not result.workflows:
-        err.print(_nothing_to_run(branch, args.tag), highlight=False, markup=False)
+        scheduled = any(wf.triggers for wf in pipeline.workflows)
+        err.print(_nothing_to_run(branch, args.tag, scheduled), highlight=False, markup=False)
     return EXIT_OK if result.ok else EXIT_FAILED
 
 
@@ -359,9 +362,33 @@ def _check_job(pipeline: Pipeline, args: RunArgs) -> None:
         raise UsageError(f"--job {args.job}: no such job in the workflows")
 
 
-def _nothing_to_run(branch: str | None, tag: str | None) -> str:
+def schedule_notes(pipeline: Pipeline, args: RunArgs) -> list[str]:
+    """What ``circlet run`` says about workflows with ``triggers: schedule``.
+
+    As on CircleCI they do not run for a push (here: a local run); naming one
+    with ``--workflow`` runs it now, and the output says so."""
+    notes = []
+    for wf in pipeline.workflows:
+        if not wf.triggers or (args.workflow is not None and wf.name != args.workflow):
+            continue
+        crons = ", ".join(t.cron for t in wf.triggers)
+        if args.workflow is not None:
+            notes.append(
+                f"workflow {wf.name} runs on a schedule ({crons}): "
+                "running it now because --workflow names it"
+            )
+        elif args.job is None and wf.enabled:
+            notes.append(
+                f"workflow {wf.name} runs only on its schedule ({crons}): not run "
+                f"(--workflow {wf.name} runs it now)"
+            )
+    return notes
+
+
+def _nothing_to_run(branch: str | None, tag: str | None, scheduled: bool) -> str:
     what = f"tag {tag}" if tag else f"branch {branch or '(none)'}"
-    return f"no workflow has a job to run for {what} (filters and `when` excluded them all)"
+    why = "filters, `when` and schedules" if scheduled else "filters and `when`"
+    return f"no workflow has a job to run for {what} ({why} excluded them all)"
 
 
 def _env_images() -> dict[str, str]:

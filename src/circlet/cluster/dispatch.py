@@ -12,8 +12,9 @@ sees it in its next heartbeat and stops the job's containers) and revokes the
 message. A lost runner's job comes back as failed "runner lost" (from the
 server's reaper) or, with ``retries=1``, is sent once more.
 
-One watcher thread polls the rows of all the jobs this dispatcher waits for,
-so the database sees one query per poll, not one per job.
+One watcher thread reads the rows of all the jobs this dispatcher waits for in
+one query, when PostgreSQL announces a change (LISTEN/NOTIFY) or, on SQLite,
+every few milliseconds.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from circlet.cluster.celery_app import make_celery, revoke, send_job
-from circlet.cluster.store import ClusterStore, JobState, Sealer
+from circlet.cluster.store import ClusterStore, JobState, Listener, Sealer
 from circlet.cluster.wire import DEFAULT_CLASS, queue_name, request_to_dict, runner_class
 from circlet.engine import events as ev
 from circlet.engine.runner import JobRequest, JobResult, StepRecord
@@ -39,7 +40,8 @@ from circlet.store.api import BlobStore
 
 log = logging.getLogger(__name__)
 
-POLL_INTERVAL = 0.01  # seconds between the watcher's queries
+POLL_INTERVAL = 0.02  # seconds between the watcher's queries (SQLite, no LISTEN)
+LISTEN_TIMEOUT = 0.5  # seconds without a NOTIFY before the watcher looks anyway
 OWNER_TOUCH = 1.0  # seconds between "still here" marks on the watched rows
 
 
@@ -216,6 +218,18 @@ class ClusterDispatcher:
             self._watches.pop(job_id, None)
 
     def _watch_loop(self) -> None:
+        try:
+            listener = self.store.listener()
+        except Exception:  # no LISTEN connection: polling works too
+            log.warning("cluster: cannot listen for job changes; polling", exc_info=True)
+            listener = None
+        try:
+            self._watch(listener)
+        finally:
+            if listener is not None:
+                listener.close()
+
+    def _watch(self, listener: Listener | None) -> None:
         touched = 0.0
         while not self._closed.is_set():
             with self._lock:
@@ -240,7 +254,16 @@ class ClusterDispatcher:
                     if watch is not None and state != watch.state:
                         watch.state = state
                         watch.event.set()
-            self._closed.wait(self.poll_interval)
+            if listener is None:
+                self._closed.wait(self.poll_interval)
+                continue
+            try:
+                # A NOTIFY wakes us at once; the timeout covers a lost one.
+                listener.wait(LISTEN_TIMEOUT)
+            except Exception:
+                log.warning("cluster: lost the LISTEN connection; polling", exc_info=True)
+                listener.close()
+                listener = None
 
     # ---------------------------------------------------------------- code
 

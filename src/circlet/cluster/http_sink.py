@@ -22,8 +22,8 @@ from circlet.engine import events as ev
 
 log = logging.getLogger(__name__)
 
-FLUSH_INTERVAL = 0.01  # seconds events gather before a batch goes (a request in flight
-# gathers more: batches grow with the output rate, latency stays low)
+FLUSH_INTERVAL = 0.05  # seconds events gather before a batch goes: live enough, and a
+# short job's events go in one request with its result
 MAX_BATCH = 500  # events per request
 GIVE_UP_AFTER = 3600.0  # seconds of unreachable server before the rest is dropped
 

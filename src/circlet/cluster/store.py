@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, delete, select, update
+from sqlalchemy import Engine, delete, select, text, update
 from sqlalchemy.orm import Session
 
 from circlet.cluster.models import DispatchEvent, DispatchJob
@@ -31,6 +31,7 @@ DEFAULT_LEASE = 15.0  # seconds a running job stays assigned without a heartbeat
 DEFAULT_HEARTBEAT = 3.0  # seconds between a runner's heartbeats
 OWNER_STALE = 10.0  # seconds after which a silent dispatcher's jobs are adopted
 LOST = "runner lost"
+CHANNEL = "circlet_cluster"  # PostgreSQL NOTIFY channel: a job's row changed
 
 
 class Sealer(Protocol):
@@ -91,6 +92,28 @@ class Assignment:
     result: dict[str, Any] = field(default_factory=dict)
 
 
+class Listener:
+    """LISTEN on the fleet's channel: :meth:`wait` returns when some job changed."""
+
+    def __init__(self, url: str) -> None:
+        import psycopg
+
+        self.conn = psycopg.connect(url, autocommit=True)
+        self.conn.execute(f"LISTEN {CHANNEL}")
+
+    def wait(self, timeout: float) -> bool:
+        """True if a change was announced within ``timeout`` seconds (all pending ones
+        are consumed: one look at the rows serves them all)."""
+        heard = any(True for _ in self.conn.notifies(timeout=timeout, stop_after=1))
+        if heard:
+            for _ in self.conn.notifies(timeout=0.001):
+                pass
+        return heard
+
+    def close(self) -> None:
+        self.conn.close()
+
+
 class ClusterStore:
     """The fleet's tables on the records engine. Thread-safe; one per process."""
 
@@ -112,6 +135,18 @@ class ClusterStore:
     def _write(self) -> Iterator[Session]:
         with Session(self._writer, expire_on_commit=False) as session, session.begin():
             yield session
+
+    def _notify(self, session: Session, job_id: str) -> None:
+        """Wake the dispatcher waiting for ``job_id`` (PostgreSQL; sent at commit)."""
+        if self.engine.dialect.name == "postgresql":
+            session.execute(text("SELECT pg_notify(:c, :j)"), {"c": CHANNEL, "j": job_id})
+
+    def listener(self) -> Listener | None:
+        """A connection that hears row changes (PostgreSQL), or None: poll instead."""
+        if self.engine.dialect.name != "postgresql":
+            return None
+        url = self.engine.url.set(drivername="postgresql")
+        return Listener(url.render_as_string(hide_password=False))
 
     def _locked(self, session: Session, job_id: str) -> DispatchJob:
         row = session.get(DispatchJob, job_id, with_for_update=True)
@@ -195,6 +230,7 @@ class ClusterStore:
             row.cancel = True
             if row.state in ("queued", "retry"):
                 self._done(row, "canceled", "canceled before a runner started it")
+            self._notify(s, job_id)
             return row.state
 
     def abandon(self, job_id: str, status: str, reason: str) -> bool:
@@ -204,6 +240,7 @@ class ClusterStore:
             if row.state not in ("queued", "retry"):
                 return False
             self._done(row, status, reason)
+            self._notify(s, job_id)
             return True
 
     def requeue(self, job_id: str) -> tuple[int, str] | None:
@@ -218,13 +255,21 @@ class ClusterStore:
             row.runner_id = row.runner_name = row.runner_host = None
             row.lease_until = None
             row.task_id = f"{job_id}.{row.attempt}"
+            self._notify(s, job_id)
             return row.attempt, row.task_id
 
     def forward(self, job_id: str, sink: ev.EventSink, owner: str) -> int:
         """Hand the job's new events to ``sink`` in order; the number handed on,
         -1 if ``owner`` no longer owns the job (another process adopted it)."""
         with Session(self.engine) as s:
-            row = s.get(DispatchJob, job_id)
+            row = s.execute(
+                select(
+                    DispatchJob.owner,
+                    DispatchJob.forwarded,
+                    DispatchJob.state,
+                    DispatchJob.next_seq,
+                ).where(DispatchJob.job_id == job_id)
+            ).first()
             if row is None or row.owner != owner:
                 return -1
             start, state, total = row.forwarded, row.state, row.next_seq
@@ -300,6 +345,7 @@ class ClusterStore:
             row.runner_id, row.runner_name, row.runner_host = runner.id, runner.name, host
             row.claimed_at = now
             row.lease_until = now + self.lease_seconds
+            self._notify(s, job_id)
             secrets = json.loads(self.sealer.open(row.secrets)) if row.secrets else {}
             return Claim(
                 job_id=job_id,
@@ -339,7 +385,10 @@ class ClusterStore:
         checked = self._checked(job_id, events)
         with self._write() as s:
             row = self._mine(s, job_id, attempt, runner)
-            return self._apply_batch(row, s, batch, checked)
+            stored = self._apply_batch(row, s, batch, checked)
+            if stored:
+                self._notify(s, job_id)
+            return stored
 
     def finish(
         self,
@@ -363,6 +412,7 @@ class ClusterStore:
                 self._apply_batch(row, s, batch, checked)
             status = str(result.get("status") or "infrastructure_fail")
             self._done(row, status, result.get("reason"), result)
+            self._notify(s, job_id)
 
     def _checked(self, job_id: str, events: Sequence[Mapping[str, Any]]) -> list[ev.Event]:
         checked = [event_from_dict(e) for e in events]
@@ -435,12 +485,14 @@ class ClusterStore:
                 note = f"\ncirclet: {LOST}: {who} stopped reporting; retrying the job\n"
                 self._close_steps(s, row, note, status="canceled")
                 row.state = "retry"
+                self._notify(s, job_id)
                 return row.state
             note = f"\ncirclet: {LOST}: {who} stopped reporting (no heartbeat)\n"
             self._close_steps(s, row, note, status="failed")
             status: ev.JobStatus = "canceled" if row.cancel else "failed"
             self._add_events(s, row, [ev.JobFinished(job_id, status, LOST)])
             self._done(row, status, LOST)
+            self._notify(s, job_id)
             return row.state
 
     def adopt_orphans(self, owner: str, now: float) -> list[str]:

@@ -21,11 +21,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib
-import io
-import json
-import shutil
-import tarfile
-import tempfile
 import threading
 import time
 import uuid
@@ -36,12 +31,15 @@ from typing import Any
 
 from circlet.engine import events as ev
 from circlet.engine.environ import (
+    HALT_FILE_VAR,
     BuildIdentity,
     builtin_environment,
     describe,
     job_environment,
     step_environment,
 )
+from circlet.engine.jobfiles import init_argv, task_data_bundle
+from circlet.engine.jobstaging import JobStaging
 from circlet.engine.masking import Masker, masking_sink, secret_values
 from circlet.engine.state import JobState, StepState
 from circlet.engine.steps import HANDLERS, StepContext, StepOutcome
@@ -51,9 +49,6 @@ from circlet.plan import DEFAULT_SHELL, JobSpec, RunStep, Step
 from circlet.store.api import BlobStore, RecordsReader
 
 BACKGROUND_JOIN = 15.0  # seconds to wait for a stopped background step (kill escalation ≈ 10 s)
-
-_INIT_SCRIPT = 'mkdir -p "$1" "$3" && : > "$2" && tar -x -o -f - -C "$3"'
-
 
 # The built-in step modules; each registers its handlers in HANDLERS on import.
 STEP_MODULES = (
@@ -213,6 +208,9 @@ class JobRunner:
         )
         self._background: list[tuple[threading.Thread, threading.Event]] = []
         self._env: Environment | None = None
+        self._staging: JobStaging | None = None
+        self._announced = False  # JobStarted was sent
+        self._finished = False  # JobFinished was sent
         self._handlers = load_step_handlers()
         self.current: _Step | None = None  # the foreground step running now
 
@@ -232,11 +230,40 @@ class JobRunner:
     # --------------------------------------------------------------------- run
 
     def run(self) -> ev.JobStatus:
-        """Run the job to the end (success, failed, canceled or infrastructure_fail)."""
+        """Run the job to the end (success, failed, canceled or infrastructure_fail).
+
+        Whatever happens, JobStarted and JobFinished are sent (records never
+        keep a job "running") and the environment is stopped."""
         t0 = time.monotonic()
-        builtins = builtin_environment(self.who)
-        environ = job_environment(builtins, self.request.secrets, self.spec)
-        self.state.to("running")
+        status: ev.JobStatus
+        reason: str | None = None
+        try:
+            status, reason = self._run_job()
+        except Exception as exc:  # even the teardown failed (a broken executor)
+            status, reason = "infrastructure_fail", _one_line(exc)
+        self.result.seconds = time.monotonic() - t0
+        self.finish(status, reason)
+        return self.result.status
+
+    def finish(self, status: ev.JobStatus, reason: str | None) -> None:
+        """End the job with ``status``: the result, and the events not sent yet.
+
+        Only the first call counts; the scheduler calls it as a last resort
+        when :meth:`run` itself raised (a failing event sink)."""
+        if self._finished:
+            return
+        self._finished = True
+        reason = self.masker.mask_value(reason)
+        if self.state.can(status):
+            self.state.to(status)
+        self.result.status = status
+        self.result.reason = reason
+        if not self._announced:
+            self._announce()
+        self.emit(ev.JobFinished(self.job_id, status, reason))
+
+    def _announce(self) -> None:
+        self._announced = True
         self.emit(
             ev.JobStarted(
                 self.who.workflow_id,
@@ -248,11 +275,16 @@ class JobRunner:
                 self.executor.name,
             )
         )
+
+    def _run_job(self) -> tuple[ev.JobStatus, str | None]:
         status: ev.JobStatus
         reason: str | None = None
-        staging = Path(tempfile.mkdtemp(prefix="circlet-job-", dir=self.staging_root))
         try:
-            status, reason = self._run_steps(builtins, environ, staging)
+            builtins = builtin_environment(self.who)
+            environ = job_environment(builtins, self.request.secrets, self.spec)
+            self.state.to("running")
+            self._announce()
+            status, reason = self._run_steps(builtins, environ)
         except Exception as exc:  # our bug or a broken store: never a traceback for the user
             status, reason = "infrastructure_fail", _one_line(exc)
             step = self.current
@@ -261,20 +293,15 @@ class JobRunner:
                 step.finish(StepOutcome("failed", reason=reason))
         finally:
             self._stop_background()
+            if self._staging is not None:
+                self._staging.remove()
             if self._env is not None:
                 self._cleanup(self._env)
                 self._env.stop()
-            shutil.rmtree(staging, ignore_errors=True)
-        reason = self.masker.mask_value(reason)
-        self.state.to(status)
-        self.result.status = status
-        self.result.reason = reason
-        self.result.seconds = time.monotonic() - t0
-        self.emit(ev.JobFinished(self.job_id, status, reason))
-        return status
+        return status, reason
 
     def _run_steps(
-        self, builtins: dict[str, str], environ: dict[str, str], staging: Path
+        self, builtins: dict[str, str], environ: dict[str, str]
     ) -> tuple[ev.JobStatus, str | None]:
         # 0: Spin up environment
         spin = _Step(self, 0, "Spin up environment", "spin_up")
@@ -292,6 +319,16 @@ class JobRunner:
             return "infrastructure_fail", _one_line(exc)
         self._env = env
         spin.write("".join(f"{line}\n" for line in env.info.lines))
+        try:
+            # Only now: the environment may share a staging directory with us.
+            staging = self._staging = JobStaging(
+                env, root=self.staging_root, halt_inside=self.who.halt_file
+            )
+        except OSError as exc:
+            why = f"cannot create the job's staging directory: {exc}"
+            spin.write(f"{why}\n")
+            spin.finish(StepOutcome("failed", reason=why))
+            return "infrastructure_fail", why
         spin.finish(StepOutcome("success"))
 
         # 1: Preparing environment variables (and the per-job files)
@@ -300,19 +337,9 @@ class JobRunner:
         prep.write(describe(builtins, self.request.secrets))
         working_directory = env.expand(self.spec.working_directory)
         timings = self._timings()
-        bundle, scripts = self._task_data(timings)
-        # One exec makes the working directory, $BASH_ENV and the task-data folder
-        # (tar is in every image CircleCI supports: its caches need it too).
+        bundle, scripts = task_data_bundle(self.spec.steps, self.who.task_data, timings)
         init = env.exec(
-            [
-                "/bin/sh",
-                "-c",
-                _INIT_SCRIPT,
-                "circlet-init",
-                working_directory,
-                self.who.bash_env,
-                self.who.task_data,
-            ],
+            init_argv(working_directory, self.who.bash_env, self.who.task_data, staging.probe),
             env=environ,
             cwd="/",
             on_output=prep.write,
@@ -323,6 +350,7 @@ class JobRunner:
             why = "could not create the job's working directory, BASH_ENV and task data"
             prep.finish(StepOutcome("failed", init.exit_code, why))
             return ("canceled", None) if init.cancelled else ("infrastructure_fail", why)
+        environ[HALT_FILE_VAR] = staging.settle_halt()
         prep.finish(StepOutcome("success"))
 
         base = StepContext(
@@ -342,7 +370,7 @@ class JobRunner:
             environ=environ,
             working_directory=working_directory,
             blobs=self.blobs,
-            staging=staging,
+            staging=staging.path,
             sink=self.emit,
             write=_no_write,
             shell=_no_shell,
@@ -357,7 +385,9 @@ class JobRunner:
         )
         return self._plan_steps(base, staging)
 
-    def _plan_steps(self, base: StepContext, staging: Path) -> tuple[ev.JobStatus, str | None]:
+    def _plan_steps(
+        self, base: StepContext, staging: JobStaging
+    ) -> tuple[ev.JobStatus, str | None]:
         failed = halted = canceled = False
         first_failure: str | None = None
         steps = self.spec.steps
@@ -402,7 +432,7 @@ class JobRunner:
                 if not failed:
                     first_failure = f"{step.name}: {outcome.reason or outcome.status}"
                 failed = True
-            if isinstance(step, RunStep) and not canceled and self._halt_requested(staging):
+            if isinstance(step, RunStep) and not canceled and staging.halted():
                 halted = True
         if canceled:
             return "canceled", None
@@ -506,24 +536,6 @@ class JobRunner:
         for thread, _ in self._background:
             thread.join(BACKGROUND_JOIN)
 
-    def _task_data(self, timings: Mapping[str, Any]) -> tuple[bytes, dict[int, str]]:
-        """A tar of the agent's timings and every run step's script, and the script paths."""
-        files = {"timings.json": json.dumps(timings)}
-        scripts: dict[int, str] = {}
-        for offset, step in enumerate(self.spec.steps):
-            if isinstance(step, RunStep):
-                name = f"step-{offset + 2}.sh"
-                files[name] = run_step_module.script_text(step.command)
-                scripts[offset + 2] = f"{self.who.task_data}/{name}"
-        buffer = io.BytesIO()
-        with tarfile.open(fileobj=buffer, mode="w") as tar:
-            for name, text in files.items():
-                data = text.encode()
-                info = tarfile.TarInfo(name)
-                info.size, info.mode, info.mtime = len(data), 0o644, int(time.time())
-                tar.addfile(info, io.BytesIO(data))
-        return buffer.getvalue(), scripts
-
     def _timings(self) -> dict[str, dict[str, float]]:
         """Earlier runs' test timings in the agent's format (``tests split --split-by=timings``)."""
         if self.records is None:
@@ -545,17 +557,6 @@ class JobRunner:
                 on_output=_discard,
                 timeout=30,
             )
-
-    # ------------------------------------------------------------------- halt
-
-    def _halt_requested(self, staging: Path) -> bool:
-        if self._env is None:
-            return False
-        target = staging / "halt"
-        try:
-            return self._env.copy_out(self.who.halt_file, target)
-        except ExecutorError:
-            return False
 
 
 def _exec_shell(

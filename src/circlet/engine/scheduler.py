@@ -5,7 +5,10 @@ their branch/tag filters, all workflows at once, on one pool of threads
 (``max_parallel`` job copies at a time). A job starts when every job it
 requires has ended with one of the required statuses (``success`` unless the
 config says otherwise); if one ended otherwise the job is ``not_run``. An
-approval job is ``on_hold`` (approved at once with ``approve=True``).
+approval job is ``on_hold`` (approved at once with ``approve=True``); a
+``type: no-op`` job succeeds at once, without an environment. A workflow
+with ``triggers`` (a schedule) runs only on ``schedule`` pipelines, unless
+it is asked for by name.
 ``parallelism: N`` runs N copies of a job, one JobRunner each, under one
 build number. Cancel (Ctrl-C) stops dispatching, cancels the running copies
 and marks the waiting jobs ``canceled``.
@@ -17,6 +20,7 @@ dispatcher sends runner-class jobs to a Celery queue and waits for them there.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 import uuid
@@ -226,9 +230,13 @@ def select_workflows(
     tag: str | None,
     workflow: str | None = None,
     job: str | None = None,
+    trigger: str = "local",
 ) -> list[tuple[Workflow, list[JobNode]]]:
     """The workflows to run and, for each, the jobs that pass their filters.
 
+    A workflow with ``triggers`` (a schedule) runs only on a ``schedule``
+    pipeline, and a schedule pipeline runs only such workflows, as on
+    CircleCI; ``workflow`` naming one runs it whatever the trigger.
     With ``job``, only that job (by workflow name, else by job definition
     name: all matrix copies) in the first workflow that has it, filters and
     ``requires`` ignored: the user asked for it by name.
@@ -236,6 +244,8 @@ def select_workflows(
     chosen: list[tuple[Workflow, list[JobNode]]] = []
     for wf in pipeline.workflows:
         if workflow is not None and wf.name != workflow:
+            continue
+        if workflow is None and job is None and bool(wf.triggers) != (trigger == "schedule"):
             continue
         if job is not None:
             nodes = [n for n in wf.jobs if n.name == job] or [
@@ -356,7 +366,12 @@ class _Scheduler:
             )
         )
         selected = select_workflows(
-            self.pipeline, branch=opts.branch, tag=opts.tag, workflow=workflow, job=job
+            self.pipeline,
+            branch=opts.branch,
+            tag=opts.tag,
+            workflow=workflow,
+            job=job,
+            trigger=trigger,
         )
         flows = [_Workflow(wf, nodes, keep_requires=job is None) for wf, nodes in selected]
         for flow in flows:
@@ -426,6 +441,9 @@ class _Scheduler:
                     self._set(j, "on_hold", "waiting for approval")
                     if self.approve:
                         self._set(j, "success", "approved (--approve)")
+                elif j.node.type == "no-op":
+                    j.state.to("running")  # nothing to start: it succeeds at once
+                    self._set(j, "success", "no-op job")
                 elif j.node.serial_group and j.node.serial_group in self._groups_busy:
                     progressed = False  # wait for the group's running job
                 else:
@@ -588,8 +606,14 @@ def _run(runner: JobRunner) -> JobResult:
     try:
         runner.run()
     except Exception as exc:  # the runner reports its own failures; this is a last resort
-        runner.result.status = "infrastructure_fail"
-        runner.result.reason = f"{type(exc).__name__}: {exc}"
+        reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        # The records must not keep the job "running": JobFinished is sent if it
+        # was not. The sink itself may be what failed; the result still says why.
+        with contextlib.suppress(Exception):
+            runner.finish("infrastructure_fail", reason)
+        if runner.result.status in ("queued", "running"):
+            runner.result.status = "infrastructure_fail"
+            runner.result.reason = reason
     return runner.result
 
 

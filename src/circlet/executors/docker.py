@@ -85,6 +85,7 @@ class DockerExecutor:
         self._socket = DockerSocket(self.docker_host)
         self._api: docker.APIClient | None = None
         self._system: tuple[str, ...] = ()
+        self._remapped = False  # root inside is not root here (rootless, userns-remap)
         self._lock = threading.Lock()
 
     @property
@@ -92,7 +93,7 @@ class DockerExecutor:
         """The engine's API client (connected on first use)."""
         with self._lock:
             if self._api is None:
-                self._api, self._system = images.connect(self.docker_host)
+                self._api, self._system, self._remapped = images.connect(self.docker_host)
             return self._api
 
     @property
@@ -287,8 +288,10 @@ class DockerEnvironment:
         self, spec: DockerImage, image: images.ResolvedImage, extra_env: Mapping[str, str]
     ) -> str:
         """Create the staging directory to mount; the token its marker file holds."""
-        if not isinstance(self._executor._socket.address, str):
-            return ""  # a remote engine: its bind mounts are of another filesystem
+        if not isinstance(self._executor._socket.address, str) or self._executor._remapped:
+            # A remote engine mounts another machine's files; with remapped
+            # users the root copies inside could not hand files to the host.
+            return ""
         env = images.env_dict(image.config.get("Env")) | spec.environment | dict(extra_env)
         user = (spec.user or str(image.config.get("User") or "")).partition(":")[0]
         home = env.get("HOME") or ("/root" if user in ("", "root", "0") else f"/home/{user}")
@@ -579,7 +582,7 @@ class DockerEnvironment:
                 self._api.remove_container(container_id, force=True, v=True)
         if self._staging is not None:
             staging.remove(self._staging)
-            self._staging = self.staging_dir = None
+            self._staging = None
 
 
 def remove_leftovers(job_key_prefix: str, *, api: docker.APIClient | None = None) -> int:

@@ -87,18 +87,16 @@ def staged_in(
 ) -> bool:
     """``cp -a`` from the mounted staging directory; False to use :func:`tar_in` instead.
 
-    The host files are first given to ``owner`` (the job's uid, gid), whose
-    they stay inside; directories the copy creates are given to it too.
+    The copy, and the directories it creates, belong to ``owner`` (the job's
+    uid, gid) inside; the host files are not changed.
     """
     source = staging.host_path(src)
     if not staging.is_under(source, staging_dir):
         return False
     if not os.path.lexists(source):
         raise ExecutorError(f"cannot copy {src}: no such file or directory")
-    if not staging.own_tree(source, *owner):
-        return False  # we may not chown (not root): the tar headers set the owner
     kind = "dir" if source.is_dir() else "file"
-    chown = f"{owner[0]}:{owner[1]}" if owner != (0, 0) else ""
+    chown = f"{owner[0]}:{owner[1]}"
     run_root(staging.COPY_IN_SCRIPT, [str(source), target, chown, kind], f"copy to {target}")
     return True
 

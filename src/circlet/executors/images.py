@@ -135,8 +135,12 @@ def short_reason(exc: docker.errors.APIError) -> str:
     return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
-def connect(docker_host: str) -> tuple[docker.APIClient, tuple[str, ...]]:
-    """An API client and the *System information* lines of the engine."""
+def connect(docker_host: str) -> tuple[docker.APIClient, tuple[str, ...], bool]:
+    """An API client, the *System information* lines of the engine, and whether it remaps users.
+
+    Users are remapped by a rootless engine or one with ``userns-remap``: root
+    in a container is then not root on the host.
+    """
     try:
         api = docker.APIClient(base_url=docker_host, version="auto", timeout=300)
         info = api.info()
@@ -158,7 +162,9 @@ def connect(docker_host: str) -> tuple[docker.APIClient, tuple[str, ...]]:
     ):
         if info.get(key):
             lines.append(f" {label}: {info[key]}")
-    return api, tuple(lines)
+    options = " ".join(str(option) for option in info.get("SecurityOptions") or ())
+    remapped = "name=rootless" in options or "name=userns" in options
+    return api, tuple(lines), remapped
 
 
 def image_lines(spec: DockerImage, image: ResolvedImage) -> list[str]:

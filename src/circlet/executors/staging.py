@@ -7,9 +7,10 @@ local copy — instead of a tar stream through the engine's archive API.
 
 The copies run as root inside the container: the mount may sit below a
 directory the job's user cannot traverse (``/root`` is 0700), and root can
-read every file of the job. Ownership is settled on the host beforehand
-(:func:`own_tree`) so that root's ``cp -a`` hands the files to the job's user,
-exactly as the tar path's headers did.
+read every file of the job and of the host side. Copied-in files are then
+given to the job's user inside, as the tar path's headers did; the host
+files are left as they are, so they may be hard links to shared copies
+(a materialized cache) and the host side need not be root.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import contextlib
 import os
 import posixpath
 import shutil
-import stat
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,9 +26,12 @@ from pathlib import Path
 STAGING = "staging"
 MARKER = ".circlet-staging"
 
-# $1 source (host path, through the mount), $2 destination, $3 uid:gid for
-# the directories this creates ("" keeps root's), $4 "dir" or "file". Missing
-# parents are collected first so that only they are given to the job's user.
+# $1 source (host path, through the mount), $2 destination, $3 uid:gid of
+# the job's user, $4 "dir" or "file". Missing parents are collected first so
+# that only they are given to the user. Root's ``cp -a`` keeps the host
+# owners; then exactly the copied paths (listed from the source, so files
+# already at the destination keep theirs) are given to the user. chown drops
+# a file's set-id bits; they are put back. The host files are never changed.
 COPY_IN_SCRIPT = r"""src=$1 dest=$2 owner=$3 kind=$4
 shift 4
 if [ "$kind" = dir ]; then top=$dest; else top=${dest%/*}; fi
@@ -40,9 +43,19 @@ while [ ! -e "$d" ] && [ ! -L "$d" ]; do
   [ -n "$d" ] || d=/
 done
 mkdir -p "$top" || exit 1
-if [ $# -gt 0 ] && [ -n "$owner" ]; then chown "$owner" "$@" || exit 1; fi
-if [ "$kind" = dir ]; then exec cp -a "$src/." "$dest/"; fi
-exec cp -a "$src" "$dest"
+[ $# -eq 0 ] || chown "$owner" "$@" || exit 1
+if [ "$kind" = file ]; then
+  cp -a "$src" "$dest" && chown -h "$owner" "$dest" || exit 1
+  [ -L "$src" ] || [ ! -f "$src" ] || {
+    [ ! -u "$src" ] || chmod u+s "$dest"
+    [ ! -g "$src" ] || chmod g+s "$dest"
+  }
+  exit
+fi
+cp -a "$src/." "$dest/" || exit 1
+(cd "$src" && find . -print0) | (cd "$dest" && xargs -0 chown -h "$owner") || exit 1
+(cd "$src" && find . -type f -perm -4000 -print0) | (cd "$dest" && xargs -0 -r chmod u+s)
+(cd "$src" && find . -type f -perm -2000 -print0) | (cd "$dest" && xargs -0 -r chmod g+s)
 """
 
 # $1 source inside, $2 destination (host path, through the mount), $3 uid:gid
@@ -77,41 +90,6 @@ def overlaps(a: str, b: str) -> bool:
     """True when one of two absolute POSIX paths contains the other."""
     a, b = posixpath.normpath(a), posixpath.normpath(b)
     return a == b or a.startswith(b.rstrip("/") + "/") or b.startswith(a.rstrip("/") + "/")
-
-
-def own_tree(root: Path, uid: int, gid: int) -> bool:
-    """Give ``root`` and everything below to ``uid:gid`` (symlinks themselves, not targets).
-
-    False when this process may not (it is not root): the caller then copies
-    another way, which sets the owner itself. Set-id bits, which the kernel
-    drops on chown, are put back.
-    """
-    if os.geteuid() != 0 and uid != os.geteuid():
-        return False
-    try:
-        _own(root, os.lstat(root), uid, gid)
-        if not stat.S_ISDIR(os.lstat(root).st_mode):
-            return True
-        stack = [str(root)]
-        while stack:
-            with os.scandir(stack.pop()) as entries:
-                for entry in entries:
-                    info = entry.stat(follow_symlinks=False)
-                    _own(Path(entry.path), info, uid, gid)
-                    if stat.S_ISDIR(info.st_mode):
-                        stack.append(entry.path)
-    except PermissionError:
-        return False
-    return True
-
-
-def _own(path: Path, info: os.stat_result, uid: int, gid: int) -> None:
-    if (info.st_uid, info.st_gid) == (uid, gid):
-        return
-    os.lchown(path, uid, gid)
-    setid = info.st_mode & (stat.S_ISUID | stat.S_ISGID)
-    if setid and stat.S_ISREG(info.st_mode):
-        os.chmod(path, stat.S_IMODE(info.st_mode))
 
 
 def prepare(base: Path, name: str, avoid: Sequence[str]) -> Path | None:

@@ -230,7 +230,7 @@ def extract_archive(
                     fd_in = os.open(out.path(member.link), os.O_RDONLY | os.O_NOFOLLOW)
                     source = os.fdopen(fd_in, "rb")
                 with source:
-                    fd = out.create_file(member.rel)
+                    fd = out.create_file(member.rel, member.mode)
                     try:
                         while data := source.read(_COPY):
                             view = memoryview(data)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from circlet.engine import events as ev
+from circlet.engine.jobstaging import JobStaging
 from circlet.engine.steps import HANDLERS, StepContext, StepOutcome
 from circlet.executors.base import Environment, ExecResult, Executor
 from circlet.executors.host import HostExecutor
@@ -161,11 +162,12 @@ def job_factory(tmp_path: Path, blobs: BlobStore, executor: Executor) -> Iterato
         key = f"circlet-test-ds-{uuid.uuid4().hex[:10]}"
         env = executor.start(spec, job_key=key, extra_env={})
         started.append(env)
-        staging = tmp_path / "staging" / key
-        staging.mkdir(parents=True)
+        # As the JobRunner does: inside the environment's shared staging directory
+        # when it has one (copies are then local `cp -a`), else under the root.
+        staging = JobStaging(env, root=tmp_path / "staging", halt_inside="/tmp/halt")
         holder = Job(env=env, ctx=None)  # type: ignore[arg-type]
         overrides.setdefault("job_name", name)
-        holder.ctx = _context(spec, env, blobs, staging, holder, **overrides)
+        holder.ctx = _context(spec, env, blobs, staging.path, holder, **overrides)
         holder.sh(f"mkdir -p {holder.ctx.working_directory}", cwd=None)
         return holder
 

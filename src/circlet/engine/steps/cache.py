@@ -15,13 +15,19 @@ per job; CircleCI images all use /home/circleci).
 
 from __future__ import annotations
 
-import shutil
 import time
 
 from circlet.engine.cachekey import CacheKeyError, render_for_job
 from circlet.engine.steps import register
 from circlet.engine.steps.base import StepContext, StepOutcome
-from circlet.engine.steps.transfer import go_duration, ibytes, scratch, utc_stamp
+from circlet.engine.steps.transfer import (
+    discard,
+    elapsed,
+    go_duration,
+    ibytes,
+    scratch,
+    utc_stamp,
+)
 from circlet.plan import RestoreCacheStep, SaveCacheStep, Step
 from circlet.store.api import TreeEntry
 
@@ -100,7 +106,7 @@ def save_cache(step: Step, ctx: StepContext) -> StepOutcome:
             ns, key, layer, paths=[tree_path(label) for label, _ in saved], meta=meta
         )
     finally:
-        shutil.rmtree(layer, ignore_errors=True)
+        discard(layer)
     if entry.meta.get("job_id") != ctx.job_id:  # another job saved the key meanwhile
         _skipping(ctx, key, entry)
         return StepOutcome("success")
@@ -135,12 +141,12 @@ def restore_cache(step: Step, ctx: StepContext) -> StepOutcome:
         if entry is None:
             ctx.write(f"No cache is found for key: {key}\n")
             continue
-        _restore(ctx, entry, template)
+        _restore(ctx, entry)
         return StepOutcome("success")
     return StepOutcome("success")
 
 
-def _restore(ctx: StepContext, entry: TreeEntry, template: str) -> None:
+def _restore(ctx: StepContext, entry: TreeEntry) -> None:
     build = entry.meta.get("build_num", "?")
     labels = _labels(entry)
     ctx.write(f"Found a cache from build {build} at {entry.key}\n")
@@ -161,11 +167,10 @@ def _restore(ctx: StepContext, entry: TreeEntry, template: str) -> None:
             source = target / tree_path(label)
             if source.exists() or source.is_symlink():
                 ctx.environment.copy_in(source, ctx.environment.expand(label))
-        ctx.write(
-            f"Extraction duration for {template}: {go_duration(time.monotonic() - started)}\n"
-        )
+        # The key of the cache found (rendered), never the step's template.
+        ctx.write(f"Extraction duration for {entry.key}: {elapsed(started)}\n")
     finally:
-        shutil.rmtree(target, ignore_errors=True)
+        discard(target)
     ctx.write("Cache restored successfully\n")
 
 

@@ -18,13 +18,12 @@ the fix in its message.
 
 from __future__ import annotations
 
-import shutil
 import time
 
 from circlet.engine import gitsnapshot
 from circlet.engine.steps import register
 from circlet.engine.steps.base import StepContext, StepOutcome
-from circlet.engine.steps.transfer import go_duration, scratch
+from circlet.engine.steps.transfer import discard, go_duration, scratch
 from circlet.plan import CheckoutStep, Step
 
 _ABSENT, _GIT_REPO, _NOT_EMPTY = 0, 10, 11
@@ -103,6 +102,6 @@ def checkout(step: Step, ctx: StepContext) -> StepOutcome:
         ctx.write(f"HEAD is now at {ctx.commit[:7]} {subject}\n")
         ctx.environment.copy_in(clone, target)
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        discard(work)
     ctx.write(f"Checked out into {target} in {go_duration(time.monotonic() - started)}\n")
     return StepOutcome("success")

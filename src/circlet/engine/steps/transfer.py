@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import math
 import posixpath
+import shutil
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -81,6 +83,22 @@ def scratch(ctx: StepContext, name: str) -> Path:
         path = Path(f"{base}-{n}")
     path.mkdir(parents=True)
     return path
+
+
+def discard(path: Path) -> None:
+    """Delete a scratch tree of :func:`scratch` without making the step wait.
+
+    Unlinking thousands of files (a restored cache) can take seconds on a busy
+    disk; nothing needs them gone before the job ends, when the job's staging
+    directory is removed anyway (deleting what is left). Not for secrets.
+    """
+    threading.Thread(
+        target=shutil.rmtree,
+        args=(path,),
+        kwargs={"ignore_errors": True},
+        name="circlet-discard",
+        daemon=True,
+    ).start()
 
 
 def has_glob(pattern: str) -> bool:

@@ -10,11 +10,11 @@ layer wins where two hold the same path.
 from __future__ import annotations
 
 import posixpath
-import shutil
 
 from circlet.engine.steps import register
 from circlet.engine.steps.base import StepContext, StepOutcome
 from circlet.engine.steps.transfer import (
+    discard,
     glob_inside,
     has_glob,
     ibytes,
@@ -89,7 +89,7 @@ def persist_to_workspace(step: Step, ctx: StepContext) -> StepOutcome:
         }
         entry = ctx.blobs.put_tree(namespace(ctx.workflow_id), key, layer, meta=meta)
     finally:
-        shutil.rmtree(layer, ignore_errors=True)
+        discard(layer)
     ctx.write(f"Total size uploaded: {ibytes(entry.size)}\n")
     ctx.write("Workspace archive uploaded successfully.\n")
     return StepOutcome("success")
@@ -133,5 +133,5 @@ def attach_workspace(step: Step, ctx: StepContext) -> StepOutcome:
             ctx.blobs.restore_tree(entry, target)
             ctx.environment.copy_in(target, at)
         finally:
-            shutil.rmtree(target, ignore_errors=True)
+            discard(target)
     return StepOutcome("success")

@@ -1,19 +1,21 @@
 """Tree manifests: the list of entries of one saved tree, stored as a blob.
 
-Stored as column-wise JSON (one list per field): it encodes and parses faster
-than a list of records, which matters because an incremental save reads the
-previous manifest and writes a new one of the same length.
+Stored column-wise (one section per field) behind a JSON header line: it
+encodes and parses far faster than JSON records, which matters because an
+incremental save reads the previous manifest and writes a new one as long.
 """
 
 from __future__ import annotations
 
+import array
 import bisect
 import json
 import posixpath
+import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-FORMAT = "circlet-tree/1"
+FORMAT = "circlet-tree/2"
 
 FILE, DIR, SYMLINK = "f", "d", "l"
 
@@ -30,6 +32,21 @@ def check_rel_path(path: str, what: str = "path") -> str:
         if part in ("", ".", ".."):
             raise UnsafePathError(f"{what} {path!r} is not a normalized path inside the root")
     return path
+
+
+def _pack_ints(values: list[int]) -> bytes:
+    arr = array.array("q", values)
+    if sys.byteorder == "big":  # pragma: no cover - the format is little-endian
+        arr.byteswap()
+    return arr.tobytes()
+
+
+def _unpack_ints(raw: bytes) -> list[int]:
+    arr = array.array("q")
+    arr.frombytes(raw)
+    if sys.byteorder == "big":  # pragma: no cover
+        arr.byteswap()
+    return arr.tolist()
 
 
 def link_escapes(path: str, target: str) -> bool:
@@ -105,46 +122,69 @@ class Manifest:
         return {d for k, d in zip(self.kinds, self.digests, strict=True) if k == FILE}
 
     def encode(self) -> bytes:
-        """The manifest as compact JSON bytes."""
-        doc = {
+        """The manifest as bytes: a JSON header line, then one section per column
+        (text columns NUL-separated, numbers as little-endian int64 arrays), which
+        encodes and parses several times faster than JSON lists."""
+        sections = [
+            "\0".join(self.paths).encode("utf-8", "surrogateescape"),
+            "".join(self.kinds).encode("ascii"),
+            "\0".join(self.digests).encode("utf-8", "surrogateescape"),
+            *map(_pack_ints, (self.modes, self.mtimes, self.sizes, self.inos, self.ctimes)),
+        ]
+        header = {
             "format": FORMAT,
             "root": self.root,
             "created_at": self.created_at,
-            "paths": self.paths,
-            "kinds": "".join(self.kinds),
-            "modes": self.modes,
-            "mtimes": self.mtimes,
-            "sizes": self.sizes,
-            "digests": self.digests,
-            "inos": self.inos,
-            "ctimes": self.ctimes,
+            "count": len(self.paths),
+            "sections": [len(section) for section in sections],
         }
-        return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+        return b"".join([json.dumps(header).encode(), b"\n", *sections])
 
     @classmethod
     def decode(cls, data: bytes) -> Manifest:
         """Parse bytes written by :meth:`encode`; ValueError if they are not a manifest."""
+        line, _, body = data.partition(b"\n")
         try:
-            doc: dict[str, Any] = json.loads(data)
-        except ValueError as exc:
-            raise ValueError(f"tree manifest is not valid JSON: {exc}") from None
-        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            header: dict[str, Any] = json.loads(line)
+        except ValueError:
+            header = {}
+        if not isinstance(header, dict) or header.get("format") != FORMAT:
             raise ValueError("blob is not a circlet tree manifest")
+        count = int(header["count"])
+        sections: list[bytes] = []
+        pos = 0
+        for length in header["sections"]:
+            sections.append(body[pos : pos + length])
+            pos += length
+        if len(sections) != 8 or pos != len(body):
+            raise ValueError("tree manifest is truncated or damaged")
+
+        def text(raw: bytes) -> list[str]:
+            return raw.decode("utf-8", "surrogateescape").split("\0") if count else []
+
         man = cls(
-            root=str(doc.get("root", "")),
-            created_at=float(doc.get("created_at", 0.0)),
-            paths=doc["paths"],
-            kinds=list(doc["kinds"]),
-            modes=doc["modes"],
-            mtimes=doc["mtimes"],
-            sizes=doc["sizes"],
-            digests=doc["digests"],
-            inos=doc["inos"],
-            ctimes=doc["ctimes"],
+            root=str(header.get("root", "")),
+            created_at=float(header.get("created_at", 0.0)),
+            paths=text(sections[0]),
+            kinds=list(sections[1].decode("ascii")),
+            digests=text(sections[2]),
+            modes=_unpack_ints(sections[3]),
+            mtimes=_unpack_ints(sections[4]),
+            sizes=_unpack_ints(sections[5]),
+            inos=_unpack_ints(sections[6]),
+            ctimes=_unpack_ints(sections[7]),
         )
-        n = len(man.paths)
-        columns = (man.kinds, man.modes, man.mtimes, man.sizes, man.digests, man.inos, man.ctimes)
-        if any(len(c) != n for c in columns):
+        columns = (
+            man.paths,
+            man.kinds,
+            man.modes,
+            man.mtimes,
+            man.sizes,
+            man.digests,
+            man.inos,
+            man.ctimes,
+        )
+        if any(len(c) != count for c in columns):
             raise ValueError("tree manifest columns differ in length")
         return man
 

@@ -36,6 +36,9 @@ class SafeTarget:
         target.mkdir(parents=True, exist_ok=True)
         self.root = os.path.realpath(target)
         self._prefix = self.root.rstrip("/") + "/"
+        # Bits that os.open(..., mode) sets by itself: a file created with its
+        # final mode needs no fchmod (one syscall less per file).
+        self._created_mask = 0o777 & ~_umask()
         self._dirs: set[str] = {""}
         self._lock = threading.Lock()
         self._dir_meta: list[tuple[str, int, int]] = []
@@ -80,34 +83,37 @@ class SafeTarget:
         """Queue a symlink; created by :meth:`finish` after every file and directory."""
         self._links.append((rel, target, mtime_ns))
 
-    def create_file(self, rel: str) -> int:
-        """Open a fresh file ``rel`` for writing; the caller writes, then :meth:`close_file`."""
+    def create_file(self, rel: str, mode: int = 0o600) -> int:
+        """Open a fresh file ``rel`` for writing, created with ``mode`` (as far as
+        the umask allows); the caller writes, then :meth:`close_file`."""
         parent = rel.rpartition("/")[0]
         if parent not in self._dirs:
             self.ensure_dir(parent)
         full = self.path(rel)
+        perm = mode & 0o777
         try:
-            return os.open(full, _CREATE, 0o600)
+            return os.open(full, _CREATE, perm)
         except FileExistsError:
             if stat.S_ISDIR(os.lstat(full).st_mode):
                 raise FileExistsError(
                     f"cannot restore file {rel!r}: a directory is in the way"
                 ) from None
             os.unlink(full)  # replace, never write through an existing (hard)link
-            return os.open(full, _CREATE, 0o600)
+            return os.open(full, _CREATE, perm)
 
-    @staticmethod
-    def close_file(fd: int, mode: int, mtime_ns: int) -> None:
-        """Apply mode and mtime, then close."""
+    def close_file(self, fd: int, mode: int, mtime_ns: int) -> None:
+        """Apply mode (unless creation already gave it) and mtime, then close."""
         try:
-            os.fchmod(fd, mode & MODE_MASK)
+            mode &= MODE_MASK
+            if mode & ~self._created_mask:
+                os.fchmod(fd, mode)
             os.utime(fd, ns=(mtime_ns, mtime_ns))
         finally:
             os.close(fd)
 
     def write_file(self, rel: str, mode: int, mtime_ns: int, chunks: Sequence[bytes]) -> None:
         """Create ``rel`` holding ``chunks``."""
-        fd = self.create_file(rel)
+        fd = self.create_file(rel, mode)
         try:
             for data in chunks:
                 _write_all(fd, data)
@@ -154,6 +160,19 @@ def write_chunks(fd: int, reader: PackReader, locs: Sequence[ChunkLoc]) -> None:
         _write_all(fd, data)
 
 
+def _umask() -> int:
+    """The process umask, read without changing it (other threads may be creating
+    files); 0o777 (always fchmod) if it cannot be read."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o777
+
+
 def _write_all(fd: int, data: bytes | memoryview) -> None:
     view = memoryview(data)
     while view:
@@ -181,7 +200,7 @@ def run_parallel(jobs: Sequence[int], weights: Sequence[int], work: Callable[[in
         for i in part:
             work(i)
 
-    threads = int(os.environ.get("CIRCLET_RESTORE_THREADS", "0")) or max(2, min(4, os.cpu_count() or 2))
+    threads = max(2, min(4, os.cpu_count() or 2))
     with ThreadPoolExecutor(threads, thread_name_prefix="circlet-restore") as pool:
         for _ in pool.map(run, [b for b in bounds if b]):
             pass

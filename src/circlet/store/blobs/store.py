@@ -189,7 +189,7 @@ class LocalBlobStore:
             try:
 
                 def restore_one(i: int) -> None:
-                    fd = out.create_file(man.paths[i])
+                    fd = out.create_file(man.paths[i], man.modes[i])
                     try:
                         write_chunks(fd, reader, locs[man.digests[i]])
                     except BaseException:

@@ -4,6 +4,7 @@ and the safety rules (never leave the root, never follow a symlink)."""
 from __future__ import annotations
 
 import glob
+import operator
 import os
 import stat
 from collections.abc import Sequence
@@ -14,6 +15,9 @@ from typing import NamedTuple
 from circlet.store.blobs.manifest import DIR, FILE, SYMLINK, UnsafePathError
 
 _GLOB_CHARS = frozenset("*?[")
+_FMT, _REG, _DIR, _LNK = 0o170000, stat.S_IFREG, stat.S_IFDIR, stat.S_IFLNK
+_by_name = operator.attrgetter("name")
+_new = tuple.__new__
 
 
 class Item(NamedTuple):
@@ -120,46 +124,55 @@ def scan(root: Path, paths: Sequence[str] = (".",)) -> Scan:
     result = Scan(root=str(real_root))
     rels, result.missing = expand(real_root, paths)
     seen: set[str] = set()
+    track = len(rels) > 1  # overlapping requests need de-duplication
     items = result.items
     skipped = result.skipped
     root_str = str(real_root)
 
     def add(rel: str, abspath: str, st: os.stat_result) -> bool:
         mode = st.st_mode
-        if stat.S_ISREG(mode):
-            kind, target = FILE, ""
-        elif stat.S_ISDIR(mode):
-            kind, target = DIR, ""
-        elif stat.S_ISLNK(mode):
-            kind, target = SYMLINK, os.readlink(abspath)
+        fmt = mode & _FMT
+        if fmt == _REG:
+            kind, target, size = FILE, "", st.st_size
+        elif fmt == _DIR:
+            kind, target, size = DIR, "", 0
+        elif fmt == _LNK:
+            kind, target, size = SYMLINK, os.readlink(abspath), 0
         else:
             skipped.append(rel)
             return False
-        seen.add(rel)
+        if track:
+            seen.add(rel)
+        # tuple.__new__ skips NamedTuple's Python-level constructor: this loop
+        # runs once per entry and dominates an incremental save.
         items.append(
-            Item(
-                rel,
-                kind,
-                mode & 0o7777,
-                st.st_mtime_ns,
-                st.st_size if kind == FILE else 0,
-                st.st_ino,
-                st.st_ctime_ns,
-                target,
-                abspath,
+            _new(
+                Item,
+                (
+                    rel,
+                    kind,
+                    mode & 0o7777,
+                    st.st_mtime_ns,
+                    size,
+                    st.st_ino,
+                    st.st_ctime_ns,
+                    target,
+                    abspath,
+                ),
             )
         )
-        return kind == DIR
+        return fmt == _DIR
 
     def walk(prefix: str, abspath: str) -> None:
         with os.scandir(abspath) as it:
-            entries = sorted(it, key=lambda e: e.name)
+            entries = sorted(it, key=_by_name)
         for entry in entries:
             rel = prefix + entry.name
-            if rel in seen:
+            if track and rel in seen:
                 continue
-            if add(rel, entry.path, entry.stat(follow_symlinks=False)):
-                walk(rel + "/", entry.path)
+            path = entry.path
+            if add(rel, path, entry.stat(follow_symlinks=False)):
+                walk(rel + "/", path)
 
     for rel in sorted(rels, key=lambda r: r.split("/")):
         if rel == ".":

@@ -186,48 +186,42 @@ class TreeBuilder:
             # ctime within a second of the previous save may hide a later write
             # with the same timestamp ("racily clean"): re-hash those.
             racy_ns = int((previous.created_at - 1.0) * 1e9)
-            for path, kind, size, mtime, ino, ctime, digest in zip(
-                previous.paths,
-                previous.kinds,
-                previous.sizes,
-                previous.mtimes,
-                previous.inos,
-                previous.ctimes,
-                previous.digests,
-                strict=True,
-            ):
-                if kind == FILE and ctime < racy_ns:
-                    known[path] = (size, mtime, ino, ctime, digest)
+            known = {
+                path: (size, mtime, ino, ctime, digest)
+                for path, kind, size, mtime, ino, ctime, digest in zip(
+                    previous.paths,
+                    previous.kinds,
+                    previous.sizes,
+                    previous.mtimes,
+                    previous.inos,
+                    previous.ctimes,
+                    previous.digests,
+                    strict=True,
+                )
+                if kind == FILE and ctime < racy_ns
+            }
         todo: list[int] = []
-        digests: list[str] = [""] * len(items)
-        sizes: list[int] = [0] * len(items)
+        digests: list[str] = [item.target for item in items]  # a symlink's "digest"
+        sizes: list[int] = [item.size for item in items]
+        get = known.get
         for i, item in enumerate(items):
             if item.kind != FILE:
                 continue
-            hit = known.get(item.rel)
+            hit = get(item.rel)
             if hit is not None and hit[:4] == (item.size, item.mtime_ns, item.ino, item.ctime_ns):
                 digests[i] = hit[4]
-                sizes[i] = item.size
             else:
                 todo.append(i)
         self._hash_files(items, todo, digests, sizes)
         man = self.manifest
-        for i, item in enumerate(items):
-            if item.kind == FILE:
-                man.add(
-                    item.rel,
-                    FILE,
-                    item.mode,
-                    item.mtime_ns,
-                    size=sizes[i],
-                    digest=digests[i],
-                    ino=item.ino,
-                    ctime_ns=item.ctime_ns,
-                )
-            elif item.kind == DIR:
-                man.add(item.rel, DIR, item.mode, item.mtime_ns)
-            else:
-                man.add(item.rel, SYMLINK, 0o777, item.mtime_ns, digest=item.target)
+        man.paths.extend(item.rel for item in items)
+        man.kinds.extend(item.kind for item in items)
+        man.modes.extend(0o777 if item.kind == SYMLINK else item.mode for item in items)
+        man.mtimes.extend(item.mtime_ns for item in items)
+        man.sizes.extend(sizes)
+        man.digests.extend(digests)
+        man.inos.extend(item.ino if item.kind == FILE else 0 for item in items)
+        man.ctimes.extend(item.ctime_ns if item.kind == FILE else 0 for item in items)
 
     def _hash_files(
         self, items: Sequence[Item], todo: list[int], digests: list[str], sizes: list[int]
