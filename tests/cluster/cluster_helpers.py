@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -80,6 +81,23 @@ def drop_database(url: str) -> None:
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
         )
         conn.execute(f"DROP DATABASE IF EXISTS {name}")
+
+
+def forget_queues(broker_url: str, prefix: str) -> None:
+    """Remove what a test left in a shared Redis under its queue prefix: queues,
+    bindings, and messages a killed runner never acknowledged."""
+    import redis
+
+    client = redis.Redis.from_url(broker_url)
+    try:
+        for key in client.scan_iter(match=f"*{prefix}*"):
+            client.delete(key)
+        for tag, message in client.hgetall("unacked").items():
+            if prefix.encode() in message:
+                client.hdel("unacked", tag)
+                client.zrem("unacked_index", tag)
+    finally:
+        client.close()
 
 
 def free_port() -> int:
@@ -336,6 +354,43 @@ class Scheduler:
     def runner_of(self, job_id: str) -> str | None:
         found = self.store.assignment(job_id)
         return found.runner_name if found else None
+
+
+@dataclass
+class Background:
+    """A pipeline running on a daemon thread; ``cancel`` cancels it."""
+
+    cancel: threading.Event
+    thread: threading.Thread | None = None
+    result: Any = None
+
+    def join(self, timeout: float, what: str = "the pipeline to end") -> Any:
+        """Wait for the pipeline's result; AssertionError naming ``what`` on timeout."""
+        assert self.thread is not None
+        self.thread.join(timeout)
+        if self.thread.is_alive():
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        return self.result
+
+
+@contextlib.contextmanager
+def in_background(sch: Scheduler, config: str, tmp: Path, **options: Any) -> Iterator[Background]:
+    """Run a config's pipeline on a thread; a test that fails midway cancels it (the
+    thread never outlives the test, and never blocks the interpreter's exit)."""
+    run = Background(threading.Event())
+    pipeline = pipeline_from(config, tmp)
+
+    def work() -> None:
+        run.result = sch.run(pipeline, cancel=run.cancel, **options)
+
+    run.thread = threading.Thread(target=work, name="test-pipeline", daemon=True)
+    run.thread.start()
+    try:
+        yield run
+    finally:
+        if run.thread.is_alive():
+            run.cancel.set()
+            run.thread.join(30)
 
 
 @contextlib.contextmanager

@@ -17,6 +17,7 @@ from cluster_helpers import (
     ServicesMissingError,
     check_services,
     drop_database,
+    forget_queues,
     fresh_database,
 )
 from sqlalchemy import Engine, create_engine
@@ -93,6 +94,7 @@ def close_fleet(fleet: Fleet) -> None:
     for runner in fleet.runners:
         runner.process.stop()
     fleet.api.process.stop()
+    forget_queues(fleet.broker, fleet.queue_prefix)
     fleet.engine.dispose()
     drop_database(fleet.database_url)
 

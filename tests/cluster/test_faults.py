@@ -7,28 +7,14 @@ The server here runs with a 4 s lease, 1 s heartbeats and a reaper every 0.5 s.
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from cluster_helpers import PrivateRedis, pipeline_from, say, scheduler, wait_for
+from cluster_helpers import PrivateRedis, in_background, say, scheduler, wait_for
 from conftest import Fleet
 
 LEASE = 4.0
-
-
-def _run_in_thread(
-    sch: Any, config: str, tmp: Path, **kw: Any
-) -> tuple[threading.Thread, dict[str, Any]]:
-    box: dict[str, Any] = {}
-
-    def work() -> None:
-        box["result"] = sch.run(pipeline_from(config, tmp), **kw)
-
-    thread = threading.Thread(target=work, daemon=True)
-    thread.start()
-    return thread, box
 
 
 def _output(sch: Any, job_id: str) -> str:
@@ -70,17 +56,18 @@ workflows:
   main:
     jobs: [doomed]
 """
-    with scheduler(fleet.home, fleet.database_url, fleet.broker, fleet.queue_prefix) as sch:
-        thread, box = _run_in_thread(sch, config, tmp_path)
+    with (
+        scheduler(fleet.home, fleet.database_url, fleet.broker, fleet.queue_prefix) as sch,
+        in_background(sch, config, tmp_path) as run,
+    ):
         job_id = wait_for(lambda: _job_id(sch, "doomed"), 30, "the job's record")
         wait_for(lambda: "line 5" in _output(sch, job_id), 30, "output from the runner")
         orphans = victim.process.kill9()
         killed = time.monotonic()
         say(f"kill -9 runner {victim.process.pid} (and its job's processes {orphans}) mid-job")
-        thread.join(LEASE + 20)
+        result = run.join(LEASE + 20, "the pipeline to end after its runner died")
         took = time.monotonic() - killed
-        assert not thread.is_alive(), "the pipeline did not end after its runner died"
-        job = box["result"].job("doomed")
+        job = result.job("doomed")
         say(f"job {job.status} ({job.reason}) {took:.1f}s after the kill (lease {LEASE:.0f}s)")
         assert (job.status, job.reason) == ("failed", "runner lost")
         assert took < LEASE + 6  # lease + reaper period + the dispatcher's poll, with slack
@@ -116,18 +103,18 @@ workflows:
   main:
     jobs: [twice]
 """
-    with scheduler(
-        fleet.home, fleet.database_url, fleet.broker, fleet.queue_prefix, retries=1
-    ) as sch:
-        thread, box = _run_in_thread(sch, config, tmp_path)
+    with (
+        scheduler(
+            fleet.home, fleet.database_url, fleet.broker, fleet.queue_prefix, retries=1
+        ) as sch,
+        in_background(sch, config, tmp_path) as run,
+    ):
         job_id = wait_for(lambda: _job_id(sch, "twice"), 30, "the job's record")
         wait_for(lambda: "step 3\n" in _output(sch, job_id), 30, "the first attempt's output")
         first = sch.runner_of(job_id)
         runners[first].process.kill9()
         say(f"kill -9 {first} mid-job; the dispatcher allows one retry")
-        thread.join(LEASE + 30)
-        assert not thread.is_alive(), "the retried job did not end"
-        job = box["result"].job("twice")
+        job = run.join(LEASE + 30, "the retried job to end").job("twice")
         found = sch.store.assignment(job_id)
         say(f"job {job.status} on {found.runner_name} at attempt {found.attempt}")
         assert job.status == "success"
@@ -153,8 +140,10 @@ def test_broker_restart_loses_no_queued_job(fleet: Fleet, tmp_path: Path) -> Non
     config += "workflows:\n  main:\n    jobs: [" + ", ".join(jobs) + "]\n"
     queue = f"{fleet.queue_prefix}:acme/steady"
     try:
-        with scheduler(fleet.home, fleet.database_url, broker.url, fleet.queue_prefix) as sch:
-            thread, box = _run_in_thread(sch, config, tmp_path, max_parallel=len(jobs))
+        with (
+            scheduler(fleet.home, fleet.database_url, broker.url, fleet.queue_prefix) as sch,
+            in_background(sch, config, tmp_path, max_parallel=len(jobs)) as run,
+        ):
             wait_for(lambda: _running(sch) == 1, 30, "the runner to start a job")
             wait_for(lambda: broker.client().llen(queue) == len(jobs) - 1, 30, "4 queued jobs")
             before = broker.client().llen(queue)
@@ -165,9 +154,7 @@ def test_broker_restart_loses_no_queued_job(fleet: Fleet, tmp_path: Path) -> Non
             after = broker.client().llen(queue)
             say(f"redis restarted from its append-only file: {after} jobs queued")
             assert after == before
-            thread.join(90)
-            assert not thread.is_alive(), "the pipeline did not end after the broker restart"
-            result = box["result"]
+            result = run.join(90, "the pipeline to end after the broker restart")
             statuses = {j.name: j.status for j in result.jobs()}
             say(f"after the restart: {statuses}")
             assert statuses == dict.fromkeys(jobs, "success")
@@ -210,8 +197,10 @@ workflows:
           requires: [chatty]
 """
     api = fleet.api
-    with scheduler(fleet.home, fleet.database_url, fleet.broker, fleet.queue_prefix) as sch:
-        thread, box = _run_in_thread(sch, config, tmp_path)
+    with (
+        scheduler(fleet.home, fleet.database_url, fleet.broker, fleet.queue_prefix) as sch,
+        in_background(sch, config, tmp_path) as run,
+    ):
         job_id = wait_for(lambda: _job_id(sch, "chatty"), 30, "the job's record")
         wait_for(lambda: "tick 3\n" in _output(sch, job_id), 30, "the first ticks")
         api.process.kill9()
@@ -222,9 +211,7 @@ workflows:
         api.start()
         back = time.monotonic() - down
         say(f"server back after {back:.1f}s; {seen_while_down} ticks recorded so far")
-        thread.join(60)
-        assert not thread.is_alive(), "the pipeline did not end after the server restart"
-        result = box["result"]
+        result = run.join(60, "the pipeline to end after the server restart")
         statuses = {j.name: j.status for j in result.jobs()}
         say(f"after the restart: {statuses}")
         assert statuses == {"chatty": "success", "quick": "success", "after": "success"}

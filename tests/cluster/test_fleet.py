@@ -4,13 +4,14 @@ host executor of the runner of their class."""
 
 from __future__ import annotations
 
+import re
 import subprocess
-import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
-from cluster_helpers import pipeline_from, running, say, scheduler, wait_for
+from cluster_helpers import in_background, pipeline_from, running, say, scheduler, wait_for
 from conftest import Fleet
 from sqlalchemy import text
 
@@ -170,27 +171,18 @@ workflows:
   main:
     jobs: [long]
 """
-    cancel = threading.Event()
-    with scheduler(fleet.home, fleet.database_url, fleet.broker, fleet.queue_prefix) as sch:
-        outcome: dict[str, object] = {}
-
-        def run() -> None:
-            outcome["result"] = sch.run(pipeline_from(config, tmp_path), cancel=cancel)
-
-        thread = threading.Thread(target=run)
-        thread.start()
+    with (
+        scheduler(fleet.home, fleet.database_url, fleet.broker, fleet.queue_prefix) as sch,
+        in_background(sch, config, tmp_path) as run,
+    ):
         wait_for((marks / "sleep.pid").exists, 30, "the job to start on runner-a")
         pids = [int((marks / f).read_text()) for f in ("shell.pid", "sleep.pid")]
         t0 = time.monotonic()
-        cancel.set()
-        thread.join(30)
+        run.cancel.set()
+        job = run.join(30, "the canceled pipeline to end").job("long")
         took = time.monotonic() - t0
-        assert not thread.is_alive(), "the canceled pipeline did not end"
-        result = outcome["result"]
-        job = result.job("long")  # type: ignore[attr-defined]
-        say(
-            f"cancel: job {job.status} {took:.1f}s after the cancel, on {sch.runner_of(job.job_id)}"
-        )
+        runner = sch.runner_of(job.job_id)
+        say(f"cancel: job {job.status} {took:.1f}s after the cancel, on {runner}")
         assert job.status == "canceled"
         assert sch.records.job(job.job_id).status == "canceled"
         wait_for(lambda: not any(running(pid) for pid in pids), 5, f"processes {pids} to end")
@@ -216,6 +208,23 @@ def _job_containers() -> set[str]:
     return set(out.split())
 
 
+def _job_key(sch: Any, name: str) -> str | None:
+    """Job ``name``'s container key (``<task id>-<node>``), from its BASH_ENV line."""
+    for pipeline in sch.records.list_pipelines(limit=1):
+        for wf in sch.records.workflows(pipeline.id):
+            for job in sch.records.jobs(wf.id):
+                if job.name != name:
+                    continue
+                found = re.search(r"\.bash_env-([0-9a-f]{24}-\d+)-build", _output(sch, job.id))
+                if found:
+                    return found.group(1)
+    return None
+
+
+def _output(sch: Any, job_id: str) -> str:
+    return "".join(sch.records.step_output(job_id, s.index) for s in sch.records.steps(job_id))
+
+
 @pytest.mark.docker
 def test_cancel_stops_the_jobs_containers_on_a_docker_runner(fleet: Fleet, tmp_path: Path) -> None:
     fleet.runner("runner-docker", ["acme/docker"], executor="docker")
@@ -232,25 +241,18 @@ workflows:
   main:
     jobs: [in-docker]
 """
-    before = _job_containers()
-    cancel = threading.Event()
-    with scheduler(fleet.home, fleet.database_url, fleet.broker, fleet.queue_prefix) as sch:
-        box: dict[str, object] = {}
-        thread = threading.Thread(
-            target=lambda: box.update(
-                result=sch.run(pipeline_from(config, tmp_path), cancel=cancel)
-            )
-        )
-        thread.start()
-        started = wait_for(lambda: _job_containers() - before, 60, "the job's container")
-        say(f"the job runs in container(s) labelled {sorted(started)} on runner-docker")
+    with (
+        scheduler(fleet.home, fleet.database_url, fleet.broker, fleet.queue_prefix) as sch,
+        in_background(sch, config, tmp_path) as run,
+    ):
+        job_key = wait_for(lambda: _job_key(sch, "in-docker"), 60, "the job on runner-docker")
+        wait_for(lambda: job_key in _job_containers(), 60, "the job's container")
+        say(f"the job runs in the container labelled circlet.job={job_key} on runner-docker")
         time.sleep(1.0)
-        cancel.set()
-        thread.join(60)
-        assert not thread.is_alive(), "the canceled pipeline did not end"
-        job = box["result"].job("in-docker")  # type: ignore[attr-defined]
+        run.cancel.set()
+        job = run.join(60, "the canceled pipeline to end").job("in-docker")
         assert job.status == "canceled"
         assert sch.runner_of(job.job_id) == "runner-docker"
-        left = _job_containers() & started
-        say(f"after the cancel: job {job.status}, containers left: {sorted(left)}")
+        left = job_key in _job_containers()
+        say(f"after the cancel: job {job.status}, its container left: {left}")
         assert not left

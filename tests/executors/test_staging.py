@@ -67,15 +67,18 @@ def _kind(info: os.stat_result) -> str:
 
 
 def make_tree(root: Path) -> Path:
-    """A tree of what a cache holds: private and executable files, links, an empty dir."""
+    """A tree of what a cache holds: private, executable and set-id files, links, an empty dir."""
     (root / "sub" / "empty").mkdir(parents=True)
     (root / "sub" / "secret").write_bytes(b"secret\x00bytes")
     (root / "sub" / "secret").chmod(0o600)
     (root / "run.sh").write_text("#!/bin/sh\necho ran\n")
     (root / "run.sh").chmod(0o755)
+    (root / "setid").write_text("#!/bin/sh\n")
+    (root / "setid").chmod(0o6755)  # chown drops these bits: they must come back
     (root / "link").symlink_to("sub/secret")
     (root / "dangling").symlink_to("nowhere")
-    for path in (root / "link", root / "dangling", root / "sub" / "secret", root / "run.sh"):
+    for name in ("link", "dangling", "sub/secret", "run.sh", "setid"):
+        path = root / name
         os.utime(path, (STAMP, STAMP), follow_symlinks=False)
     (root / "sub").chmod(0o700)
     for directory in (root / "sub" / "empty", root / "sub", root):  # children first

@@ -252,3 +252,22 @@ def test_open_blob_survives_concurrent_reads(store: LocalBlobStore, tmp_path: Pa
     i = man.paths.index("pkg/sub/data.bin")
     assert store.open_blob(man.digests[i]).read() == (src / "pkg/sub/data.bin").read_bytes()
     (src / "locked").chmod(0o755)
+
+
+def test_many_packs_per_save(
+    store: LocalBlobStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from circlet.store.blobs import packs
+
+    monkeypatch.setattr(packs, "PACK_LIMIT", 50_000)
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(12):
+        (src / f"f{i}").write_bytes(os.urandom(30_000))
+    entry = store.put_tree("cache/p", "k", src)
+    names = sorted(p.name for p in store.packs_dir.iterdir())
+    assert len(names) >= 6
+    assert all(n.endswith(".pack") for n in names)
+    assert store.prune() == 0
+    store.restore_tree(entry, tmp_path / "out")
+    assert snapshot(tmp_path / "out") == snapshot(src)

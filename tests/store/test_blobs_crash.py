@@ -70,7 +70,7 @@ def test_kill_9_mid_save_keeps_previous_cache(tmp_path: Path) -> None:
     for attempt in range(4):
         fill(new_src, 2500, 24_000, seed=200 + attempt)  # new content: a real save
         proc = start_save(store_dir, f"deps-new-{attempt}", new_src, "new")
-        time.sleep(rng.uniform(0.05, 0.9) * full)
+        time.sleep(rng.uniform(0.05, 0.65) * full)
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             killed_midway += 1

@@ -16,13 +16,22 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from circlet.cli import cache_cmd, config_cmd, records_cmd, run_cmd, server_cmd, tests_cmd
+    from circlet.cli import (
+        cache_cmd,
+        config_cmd,
+        records_cmd,
+        run_cmd,
+        runner_cmd,
+        server_cmd,
+        tests_cmd,
+    )
 
     cli.add_command(config_cmd.command, "config")
     cli.add_command(run_cmd.command, "run")
     cli.add_command(cache_cmd.command, "cache")
     cli.add_command(tests_cmd.command, "tests")
     cli.add_command(server_cmd.command, "server")
+    cli.add_command(runner_cmd.command, "runner")
     for name, cmd in records_cmd.commands.items():
         cli.add_command(cmd, name)
 

@@ -39,11 +39,33 @@ def _classes(text: str) -> list[str]:
         raise RunnerUsageError(f"--resource-class: {exc}") from None
 
 
+def _register(client: Any, classes: list[str], concurrency: int) -> dict[str, Any]:
+    """Tell the server who we are; its answer (name, broker, queue prefix…)."""
+    from circlet.cluster.client import ServerError, UnreachableError
+
+    try:
+        info: dict[str, Any] = client.call(
+            "POST",
+            "/api/cluster/runners/register",
+            json={
+                "resource_classes": classes,
+                "host": socket.gethostname(),
+                "concurrency": concurrency,
+            },
+            retry_for=30.0,
+        ).json()
+    except ServerError as exc:
+        raise RunnerUsageError(f"the server refused this runner: {exc}") from None
+    except UnreachableError as exc:
+        raise RunnerUsageError(f"cannot reach the server: {exc}") from None
+    return info
+
+
 def start(opts: dict[str, Any]) -> None:
     """Register, then run the Celery worker until it is stopped."""
     from circlet.cli.run_cmd import UsageError, make_executor_factory
     from circlet.cluster.celery_app import TASK_NAME, make_celery
-    from circlet.cluster.client import ApiClient, ServerError, UnreachableError
+    from circlet.cluster.client import ApiClient
     from circlet.cluster.wire import queue_name
     from circlet.cluster.worker import RunnerSetup, configure, run_job
     from circlet.testing.agent import install_agent
@@ -53,20 +75,10 @@ def start(opts: dict[str, Any]) -> None:
         raise RunnerUsageError("--concurrency must be at least 1")
     client = ApiClient(opts["server"], opts["token"])
     try:
-        info = client.call(
-            "POST",
-            "/api/cluster/runners/register",
-            json={
-                "resource_classes": classes,
-                "host": socket.gethostname(),
-                "concurrency": opts["concurrency"],
-            },
-            retry_for=30.0,
-        ).json()
-    except ServerError as exc:
-        raise RunnerUsageError(f"the server refused this runner: {exc}") from None
-    except UnreachableError as exc:
-        raise RunnerUsageError(f"cannot reach the server: {exc}") from None
+        info = _register(client, classes, opts["concurrency"])
+    except BaseException:
+        client.close()
+        raise
     broker = opts["broker"] or info.get("broker_url") or ""
     if not broker:
         raise RunnerUsageError("no broker: give --broker URL (the server does not announce one)")

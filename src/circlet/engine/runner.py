@@ -1,9 +1,11 @@
 """The JobRunner: one copy of one job, step by step, as CircleCI's job page shows it.
 
-Steps, in display order: 0 *Spin up environment* (``Executor.start``), 1
-*Preparing environment variables* (the built-ins, the redacted secrets, and
-the per-job files: ``$BASH_ENV``, the agent's task-data directory, the test
-timings), then the plan's steps through ``steps.HANDLERS``.
+Steps, in display order: 0 *Spin up environment* (``Executor.start``, then
+the job's host staging directory: inside the environment's shared one when
+it has one, see :mod:`circlet.engine.jobstaging`), 1 *Preparing environment
+variables* (the built-ins, the redacted secrets, and the per-job files:
+``$BASH_ENV``, the agent's task-data directory, the test timings), then the
+plan's steps through ``steps.HANDLERS``.
 
 ``when`` decides which steps run: after a failed step only ``always`` and
 ``on_fail`` steps run. ``circleci-agent step halt`` (it creates the halt

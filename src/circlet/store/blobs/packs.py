@@ -25,7 +25,9 @@ import zstandard
 from circlet.store.blobs.index import ChunkLoc, NewChunk
 
 CHUNK_SIZE = 4 << 20  # files above this are split into chunks of this size
-PACK_LIMIT = 256 << 20  # start a new pack past this many compressed bytes
+# Start a new pack past this many compressed bytes. Full packs are fsynced in the
+# background while the save goes on, so the commit waits only for the last one.
+PACK_LIMIT = 32 << 20
 ZSTD_LEVEL = 1
 
 _local = threading.local()
@@ -71,12 +73,17 @@ class PackWriter:
         self._name = ""
         self._offset = 0
         self._open_names: list[str] = []
+        self._sealing: list[threading.Thread] = []
+        self._seal_error: BaseException | None = None
         self.chunks: list[NewChunk] = []
         self.stored_bytes = 0
 
     def _rotate(self) -> None:
         if self._fd >= 0:
-            self._seal_current()
+            fd, self._fd = self._fd, -1
+            sealer = threading.Thread(target=self._seal, args=(fd,), daemon=True)
+            sealer.start()
+            self._sealing.append(sealer)
         stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
         self._name = f"{stamp}-{os.getpid()}-{secrets.token_hex(6)}"
         self._fd = os.open(
@@ -87,10 +94,23 @@ class PackWriter:
         self._offset = 0
         self._open_names.append(self._name)
 
+    def _seal(self, fd: int) -> None:
+        try:
+            os.fsync(fd)
+        except BaseException as exc:  # reported by finish(): the commit must not happen
+            self._seal_error = exc
+        finally:
+            os.close(fd)
+
     def _seal_current(self) -> None:
-        os.fsync(self._fd)
-        os.close(self._fd)
-        self._fd = -1
+        if self._fd >= 0:
+            fd, self._fd = self._fd, -1
+            self._seal(fd)
+        for sealer in self._sealing:
+            sealer.join()
+        self._sealing = []
+        if self._seal_error is not None:
+            raise OSError(f"cannot make a pack durable: {self._seal_error}")
 
     def append(self, digest: str, frame: bytes, size: int) -> None:
         """Append one compressed frame holding ``size`` bytes whose digest is ``digest``."""
@@ -108,7 +128,7 @@ class PackWriter:
     def finish(self) -> None:
         """fsync and publish every pack written (rename ``.tmp`` away)."""
         with self._lock:
-            if self._fd >= 0:
+            if self._fd >= 0 or self._sealing:
                 self._seal_current()
             for name in self._open_names:
                 os.replace(self._dir / f"{name}.pack.tmp", self._dir / f"{name}.pack")
@@ -122,6 +142,9 @@ class PackWriter:
             if self._fd >= 0:
                 os.close(self._fd)
                 self._fd = -1
+            for sealer in self._sealing:
+                sealer.join()
+            self._sealing = []
             for name in {c.pack for c in self.chunks} | set(self._open_names):
                 for suffix in (".pack.tmp", ".pack"):
                     (self._dir / f"{name}{suffix}").unlink(missing_ok=True)

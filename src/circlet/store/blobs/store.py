@@ -13,6 +13,7 @@ import fcntl
 import os
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -22,8 +23,8 @@ from circlet.store.blobs.index import Index
 from circlet.store.blobs.manifest import DIR, FILE, Manifest
 from circlet.store.blobs.packs import ChunkStream, PackReader
 from circlet.store.blobs.restore import SafeTarget, run_parallel, write_chunks
-from circlet.store.blobs.walk import Scan, scan
-from circlet.store.blobs.writer import Ingest, TreeBuilder
+from circlet.store.blobs.walk import Scan, resolve_root, scan
+from circlet.store.blobs.writer import Ingest, TreeBuilder, known_digests
 
 
 class BlobNotFoundError(KeyError):
@@ -130,17 +131,28 @@ class LocalBlobStore:
         existing = self.index.get_tree(namespace, key)
         if existing is not None:
             return existing
-        found = scan(Path(root), paths)
-        self.last_scan = found
-        with TreeBuilder(self, root=found.root) as builder:
-            previous = self._previous_manifest(namespace, found.root)
-            builder.add_items(found.items, previous)
+        real_root = resolve_root(Path(root))
+        with TreeBuilder(self, root=str(real_root)) as builder:
+            # The previous manifest is parsed on a thread while the walk waits on
+            # find (another process): an incremental save is mostly these two.
+            with ThreadPoolExecutor(1, thread_name_prefix="circlet-prev") as pool:
+                prev = pool.submit(self._previous_known, namespace, str(real_root))
+                found = scan(real_root, paths)
+                previous, known = prev.result()
+            self.last_scan = found
+            builder.add_items(found.items, previous, known)
             self.last_hashed = builder.hashed
             return builder.commit(namespace, key, meta)
 
     def tree_builder(self, root: str = "") -> TreeBuilder:
         """A builder for trees that do not come from a local walk (archive import)."""
         return TreeBuilder(self, root=root)
+
+    def _previous_known(
+        self, namespace: str, root: str
+    ) -> tuple[Manifest | None, dict[str, tuple[int, int, int, int, str]]]:
+        previous = self._previous_manifest(namespace, root)
+        return previous, known_digests(previous)
 
     def _previous_manifest(self, namespace: str, root: str) -> Manifest | None:
         digest = self.index.newest_manifest(namespace, root)

@@ -133,6 +133,30 @@ def _read_full(read: Callable[[int], bytes], n: int) -> bytes:
     return b"".join(parts)
 
 
+def known_digests(previous: Manifest | None) -> dict[str, tuple[int, int, int, int, str]]:
+    """path → (size, mtime, inode, ctime, digest) of the files of ``previous`` whose
+    digest may be reused when a new scan finds the same four values."""
+    if previous is None:
+        return {}
+    # ctime within a second of the previous save may hide a later write
+    # with the same timestamp ("racily clean"): re-hash those.
+    racy_ns = int((previous.created_at - 1.0) * 1e9)
+    return {
+        path: (size, mtime, ino, ctime, digest)
+        for path, kind, size, mtime, ino, ctime, digest in zip(
+            previous.paths,
+            previous.kinds,
+            previous.sizes,
+            previous.mtimes,
+            previous.inos,
+            previous.ctimes,
+            previous.digests,
+            strict=True,
+        )
+        if kind == FILE and ctime < racy_ns
+    }
+
+
 class TreeBuilder:
     """Collects the entries of one tree, stores their content, commits it atomically.
 
@@ -178,50 +202,44 @@ class TreeBuilder:
             check_rel_path(rel), FILE, mode & 0o7777, mtime_ns, size=size, digest=digest
         )
 
-    def add_items(self, items: Sequence[Item], previous: Manifest | None) -> None:
+    def add_items(
+        self,
+        items: Sequence[Item],
+        previous: Manifest | None,
+        known: dict[str, tuple[int, int, int, int, str]] | None = None,
+    ) -> None:
         """Record scanned items, hashing in parallel only files that changed since
-        ``previous`` (same size, mtime, inode and ctime: the digest is reused)."""
-        known: dict[str, tuple[int, int, int, int, str]] = {}
-        if previous is not None:
-            # ctime within a second of the previous save may hide a later write
-            # with the same timestamp ("racily clean"): re-hash those.
-            racy_ns = int((previous.created_at - 1.0) * 1e9)
-            known = {
-                path: (size, mtime, ino, ctime, digest)
-                for path, kind, size, mtime, ino, ctime, digest in zip(
-                    previous.paths,
-                    previous.kinds,
-                    previous.sizes,
-                    previous.mtimes,
-                    previous.inos,
-                    previous.ctimes,
-                    previous.digests,
-                    strict=True,
-                )
-                if kind == FILE and ctime < racy_ns
-            }
+        ``previous`` (same size, mtime, inode and ctime: the digest is reused).
+        ``known``: :func:`known_digests` of ``previous``, if already computed."""
+        if known is None:
+            known = known_digests(previous)
+        if not items:
+            return
+        # Column-wise (zip(*items) transposes in C): this runs per entry on
+        # every save, incremental ones included.
+        rels, kinds, modes, mtimes, sizes_t, inos, ctimes, targets, _ = zip(*items, strict=True)
+        digests: list[str] = list(targets)  # a symlink's "digest" is its target
+        sizes: list[int] = list(sizes_t)
         todo: list[int] = []
-        digests: list[str] = [item.target for item in items]  # a symlink's "digest"
-        sizes: list[int] = [item.size for item in items]
         get = known.get
-        for i, item in enumerate(items):
-            if item.kind != FILE:
+        for i, (rel, kind, _, mtime, size, ino, ctime, _, _) in enumerate(items):
+            if kind != FILE:
                 continue
-            hit = get(item.rel)
-            if hit is not None and hit[:4] == (item.size, item.mtime_ns, item.ino, item.ctime_ns):
+            hit = get(rel)
+            if hit is not None and hit[:4] == (size, mtime, ino, ctime):
                 digests[i] = hit[4]
             else:
                 todo.append(i)
         self._hash_files(items, todo, digests, sizes)
         man = self.manifest
-        man.paths.extend(item.rel for item in items)
-        man.kinds.extend(item.kind for item in items)
-        man.modes.extend(0o777 if item.kind == SYMLINK else item.mode for item in items)
-        man.mtimes.extend(item.mtime_ns for item in items)
+        man.paths.extend(rels)
+        man.kinds.extend(kinds)
+        man.modes.extend(modes)
+        man.mtimes.extend(mtimes)
         man.sizes.extend(sizes)
         man.digests.extend(digests)
-        man.inos.extend(item.ino if item.kind == FILE else 0 for item in items)
-        man.ctimes.extend(item.ctime_ns if item.kind == FILE else 0 for item in items)
+        man.inos.extend(inos)
+        man.ctimes.extend(ctimes)
 
     def _hash_files(
         self, items: Sequence[Item], todo: list[int], digests: list[str], sizes: list[int]
