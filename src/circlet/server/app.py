@@ -26,6 +26,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     one is cheap; ``app.state.services`` is set once it has started."""
     from circlet.server.api.routes import router as api_router
     from circlet.server.cron import CronThread
+    from circlet.cluster.server_api import ClusterSettings, install
+    from circlet.engine import events as ev
     from circlet.server.pages import account, dashboard, job, project, settings_pages, workflow
     from circlet.server.services import Services
     from circlet.server.webhooks import router as hooks_router
@@ -36,6 +38,16 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         svc = Services.open(settings)
         app.state.services = svc
+        # The fleet's API (runner tokens, claims, events, blobs) is always mounted:
+        # runners only get work when a broker is configured (runs.py's dispatcher).
+        cluster = install(
+            app,
+            svc.records,
+            svc.blobs,
+            sealer=svc.box,
+            sink=ev.fan_out(svc.records.sink, svc.notifier.sink),
+            settings=ClusterSettings(work_dir=settings.home / "cluster"),
+        )
         cron = CronThread(svc) if settings.schedules else None
         if cron is not None:
             cron.start()
@@ -44,6 +56,7 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
         finally:
             if cron is not None:
                 cron.stop()
+            cluster.close()
             svc.close()
 
     app = FastAPI(

@@ -123,6 +123,8 @@ class RunPool:
         accounts: AccountStore,
         blobs: BlobStore,
         sink: ev.EventSink,
+        *,
+        sealer: Sealer | None = None,
     ) -> None:
         self.settings = settings
         self.records = records
@@ -138,6 +140,9 @@ class RunPool:
         self._executors: dict[tuple[str, tuple[tuple[str, str], ...]], Executor] = {}
         self._agent_bin: Path | None = None
         self._closed = False
+        # With a broker configured, jobs of runner classes (org/name) go to the fleet;
+        # None (no broker, or no sealer for their secrets) keeps every job local.
+        self.dispatcher = fleet_dispatcher(records, sealer) if sealer is not None else None
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -148,6 +153,8 @@ class RunPool:
             for flag in self._cancels.values():
                 flag.set()
         self._pool.shutdown(wait=True, cancel_futures=True)
+        if self.dispatcher is not None:
+            self.dispatcher.close()
 
     def wait_idle(self, timeout: float = 60.0) -> bool:
         """Wait until nothing runs (tests, benchmarks); False on timeout."""
@@ -427,6 +434,7 @@ class RunPool:
                 pipeline_id=pipeline_id,
                 number=number,
                 trigger=trigger,
+                dispatcher=self.dispatcher,
             )
         finally:
             with self._lock:

@@ -49,7 +49,7 @@ class Services:
         blobs = LocalBlobStore(settings.blobs_dir)
         notifier = Notifier()
         sink = ev.fan_out(records.sink, notifier.sink)
-        runs = Runs(settings, records, accounts, blobs, sink)
+        runs = Runs(settings, records, accounts, blobs, sink, sealer=box)
         return cls(
             settings=settings,
             records=records,
