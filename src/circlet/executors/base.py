@@ -88,6 +88,16 @@ class Environment(Protocol):
         """Copy ``src`` (file or directory) from inside to host ``dest``; False if missing."""
         ...
 
+    def host_path(self, inside: str) -> Path | None:
+        """A host path through which the file ``inside`` (absolute) is read and written
+        directly, or None (then use ``copy_in``/``copy_out``). Optional: an
+        environment without this method is treated as returning None."""
+        ...
+
+    def adopt(self, inside: str) -> None:
+        """Give files just written through :meth:`host_path` to the environment's user."""
+        ...
+
     def stop(self) -> None:
         """Remove containers / kill leftover processes. Idempotent, never raises."""
         ...

@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import io
 import os
+import posixpath
 import signal
 import tarfile
 import threading
@@ -39,7 +40,7 @@ import docker
 import docker.errors
 
 from circlet import settings
-from circlet.executors import dockercopy, images, process, staging
+from circlet.executors import dockercopy, images, mergeddir, process, staging
 from circlet.executors.base import ExecResult, ExecutorError, OutputCallback, StartInfo
 from circlet.executors.common import CA_BUNDLE_VARIABLES, LABEL_JOB, expand_path, safe_name
 from circlet.executors.dockerexec import WRAPPER, DockerSocket
@@ -50,6 +51,7 @@ LABEL_ROLE = "circlet.role"
 CA_PATH = "/etc/ssl/certs/circlet-ca.crt"
 AGENT_BIN = "/opt/circlet/bin"
 KEEPALIVE = ("/bin/sh", "-c", "while :; do sleep 86400; done")
+_ENGINE_MOUNTS = ("/proc", "/sys", "/dev", "/etc/hosts", "/etc/hostname", "/etc/resolv.conf")
 _PROBE = 'printf "%s\\n%s\\n" "$HOME" "$PATH"; id -u; id -g'
 
 
@@ -172,6 +174,8 @@ class DockerEnvironment:
         self.info = StartInfo(lines=(), home=self._home)
         self.staging_dir = None
         self._staging: Path | None = None  # created and mounted; staging_dir once confirmed
+        self._merged: tuple[Path, tuple[str, ...]] | bool | None = False  # False: not asked yet
+        self._created: dict[str, str] = {}  # inside path → its first ancestor host_path created
 
     # ------------------------------------------------------------------ start
 
@@ -527,6 +531,51 @@ class DockerEnvironment:
             if staging.is_under(staged, self.staging_dir):
                 return dockercopy.staged_out(source, staged, run_root=self._run_root)
         return dockercopy.tar_out(self._api, self.primary, source, dest)
+
+    def host_path(self, inside: str) -> Path | None:
+        """``inside`` under the container's overlay2 merged directory, or None.
+
+        Only for a local engine whose files are ours (the staging directory was
+        confirmed), run as root, and only for a path with no existing symlink
+        component and on no bind mount or volume: see :mod:`mergeddir`.
+        """
+        merged = self._merged_dir()
+        if merged is None or self._stopped:
+            return None
+        found = mergeddir.resolve(merged[0], merged[1], inside)
+        if found is None:
+            return None
+        path, missing = found
+        if missing is not None:
+            self._created[posixpath.normpath(inside)] = missing
+        return path
+
+    def adopt(self, inside: str) -> None:
+        """``chown -hR`` to the container's user what was written at ``inside`` (and the
+        parent directories it needed), through the merged directory."""
+        inside = posixpath.normpath(inside)
+        top = self._created.pop(inside, inside)
+        path = self.host_path(top)
+        if path is not None and os.path.lexists(path):
+            mergeddir.chown_tree(path, self._uid, self._gid)
+
+    def _merged_dir(self) -> tuple[Path, tuple[str, ...]] | None:
+        if self._merged is False:
+            self._merged = None
+            if self.staging_dir is not None and os.geteuid() == 0:
+                with contextlib.suppress(docker.errors.APIError, KeyError, TypeError):
+                    state = self._api.inspect_container(self.primary)
+                    driver = state["GraphDriver"]
+                    merged = Path(str(driver["Data"]["MergedDir"]))
+                    if driver["Name"] == "overlay2" and merged.is_dir():
+                        # Besides binds and volumes, the engine's own mounts: /etc/hosts… and tmpfs.
+                        mounts = (
+                            *_ENGINE_MOUNTS,
+                            *(str(m["Destination"]) for m in state.get("Mounts") or ()),
+                            *(state.get("HostConfig", {}).get("Tmpfs") or {}),
+                        )
+                        self._merged = (merged, mounts)
+        return self._merged if isinstance(self._merged, tuple) else None
 
     def _run_root(self, script: str, args: list[str], what: str) -> int:
         """Run a copy script as root in the primary; its exit code (0 or ``MISSING``)."""

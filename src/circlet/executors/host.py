@@ -235,6 +235,13 @@ class HostEnvironment:
         _copy(source, dest)
         return True
 
+    def host_path(self, inside: str) -> Path | None:
+        """The job's files are the host's: ``inside`` itself (expanded)."""
+        return Path(self.expand(inside))
+
+    def adopt(self, inside: str) -> None:
+        """Nothing to do: files written here already belong to the job's user."""
+
     def stop(self) -> None:
         """Kill what the job left running and remove its directory (unless kept)."""
         if self._stopped:

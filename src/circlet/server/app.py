@@ -24,10 +24,10 @@ STATIC_DIR = Path(__file__).parent / "static"
 def create_app(settings: ServerSettings | None = None) -> FastAPI:
     """A ready app. The stores open when the app starts (lifespan), so building
     one is cheap; ``app.state.services`` is set once it has started."""
-    from circlet.server.api.routes import router as api_router
-    from circlet.server.cron import CronThread
     from circlet.cluster.server_api import ClusterSettings, install
     from circlet.engine import events as ev
+    from circlet.server.api.routes import router as api_router
+    from circlet.server.cron import CronThread
     from circlet.server.pages import account, dashboard, job, project, settings_pages, workflow
     from circlet.server.services import Services
     from circlet.server.webhooks import router as hooks_router
@@ -46,7 +46,9 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
             svc.blobs,
             sealer=svc.box,
             sink=ev.fan_out(svc.records.sink, svc.notifier.sink),
-            settings=ClusterSettings(work_dir=settings.home / "cluster"),
+            settings=ClusterSettings(
+                work_dir=settings.home / "cluster", queue_prefix=settings.queue_prefix
+            ),
         )
         cron = CronThread(svc) if settings.schedules else None
         if cron is not None:

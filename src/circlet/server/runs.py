@@ -25,7 +25,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from circlet.engine import events as ev
 from circlet.engine.scheduler import RunOptions, run_pipeline
@@ -36,6 +36,9 @@ from circlet.server.settings import ServerSettings
 from circlet.store.accounts import AccountStore, PipelineMeta, ProjectSettings
 from circlet.store.api import BlobStore
 from circlet.store.records import RecordStore
+
+if TYPE_CHECKING:
+    from circlet.cluster.store import Sealer
 
 log = logging.getLogger(__name__)
 
@@ -142,7 +145,13 @@ class RunPool:
         self._closed = False
         # With a broker configured, jobs of runner classes (org/name) go to the fleet;
         # None (no broker, or no sealer for their secrets) keeps every job local.
-        self.dispatcher = fleet_dispatcher(records, sealer) if sealer is not None else None
+        from circlet.cluster.dispatch import fleet_dispatcher  # imports Celery: only here
+
+        self.dispatcher = (
+            fleet_dispatcher(records, sealer, queue_prefix=settings.queue_prefix)
+            if sealer is not None
+            else None
+        )
 
     # ---------------------------------------------------------------- lifecycle
 

@@ -23,6 +23,7 @@ class ServerSettings:
     secure_cookies: bool = False  # set behind HTTPS
     schedules: bool = True  # run `triggers: schedule` crons
     page_size: int = 25
+    queue_prefix: str = "circlet"  # the fleet's Celery queues: <prefix>:<resource class>
 
     @property
     def url(self) -> str:
@@ -59,6 +60,8 @@ def from_environment(**overrides: object) -> ServerSettings:
         values["executor"] = os.environ["CIRCLET_SERVER_EXECUTOR"]
     if os.environ.get("CIRCLET_SERVER_WORKERS"):
         values["workers"] = int(os.environ["CIRCLET_SERVER_WORKERS"])
+    if os.environ.get("CIRCLET_QUEUE_PREFIX"):
+        values["queue_prefix"] = os.environ["CIRCLET_QUEUE_PREFIX"]
     if os.environ.get("CIRCLET_SERVER_URL"):
         values["base_url"] = os.environ["CIRCLET_SERVER_URL"]
     values.update({k: v for k, v in overrides.items() if v is not None})

@@ -15,6 +15,8 @@ per job; CircleCI images all use /home/circleci).
 
 from __future__ import annotations
 
+import secrets
+import shutil
 import time
 
 from circlet.engine.cachekey import CacheKeyError, render_for_job
@@ -28,6 +30,7 @@ from circlet.engine.steps.transfer import (
     scratch,
     utc_stamp,
 )
+from circlet.executors import mergeddir
 from circlet.plan import RestoreCacheStep, SaveCacheStep, Step
 from circlet.store.api import TreeEntry
 
@@ -154,6 +157,9 @@ def _restore(ctx: StepContext, entry: TreeEntry) -> None:
     ctx.write("Cached paths:\n")
     ctx.write("".join(f"  * {ctx.environment.expand(label)}\n" for label in labels))
     ctx.write("\nRestoring cache from the blob store...\n")
+    if _restore_direct(ctx, entry, labels):
+        ctx.write("Cache restored successfully\n")
+        return
     target = scratch(ctx, "restore-cache")
     try:
         stats = ctx.blobs.restore_tree(entry, target)
@@ -172,6 +178,42 @@ def _restore(ctx: StepContext, entry: TreeEntry) -> None:
     finally:
         discard(target)
     ctx.write("Cache restored successfully\n")
+
+
+def _restore_direct(ctx: StepContext, entry: TreeEntry, labels: list[str]) -> bool:
+    """Restore through the environment's own files (``host_path``); False if it has none.
+
+    The tree is materialized in a fresh directory inside the job's filesystem,
+    then each cached path is moved (a rename, no copy) into place, merging
+    into existing directories as ``copy_in`` does, and given to the job's user.
+    """
+    env = ctx.environment
+    host_path = getattr(env, "host_path", None)
+    if host_path is None:
+        return False
+    insides = [env.expand(label) for label in labels]
+    dests = [host_path(inside) for inside in insides]
+    scratch_inside = f"/.circlet-restore-{secrets.token_hex(6)}"
+    target = host_path(scratch_inside)
+    if target is None or any(dest is None for dest in dests):
+        return False
+    try:
+        stats = ctx.blobs.restore_tree(entry, target)
+        ctx.write(
+            f"Restore duration for cache {entry.key}: {go_duration(stats.seconds)} "
+            f"({stats.files} files, {stats.method})\n"
+        )
+        ctx.write("\nUnarchiving cache...\n")
+        started = time.monotonic()
+        for label, inside, dest in zip(labels, insides, dests, strict=True):
+            source = target / tree_path(label)
+            if dest is not None and (source.exists() or source.is_symlink()):
+                mergeddir.move_into(source, dest)
+                env.adopt(inside)
+        ctx.write(f"Extraction duration for {entry.key}: {elapsed(started)}\n")
+    finally:
+        shutil.rmtree(target, ignore_errors=True)
+    return True
 
 
 def _labels(entry: TreeEntry) -> list[str]:

@@ -128,6 +128,12 @@ def attach_workspace(step: Step, ctx: StepContext) -> StepOutcome:
     for job, entry in layers:
         node = entry.meta.get("node_index", 0)
         ctx.write(f"  Applying workspace layer for job: {job} (node {node})\n")
+        host_path = getattr(ctx.environment, "host_path", None)
+        direct = host_path(at) if host_path is not None else None
+        if direct is not None:  # straight into the job's files: no second copy
+            ctx.blobs.restore_tree(entry, direct)
+            ctx.environment.adopt(at)
+            continue
         target = scratch(ctx, "attach")
         try:
             ctx.blobs.restore_tree(entry, target)

@@ -217,3 +217,57 @@ async def delete_context(request: Request, name: str) -> Response:
     require_admin(request)
     services(request).accounts.delete_context(name)
     return back("/settings/contexts")
+
+
+# ------------------------------------------------------------------- runners
+
+
+@router.get("/settings/runners", response_class=HTMLResponse)
+def runners_page(
+    request: Request, error: str | None = None, created: str | None = None, status: int = 200
+) -> Response:
+    """Runner tokens (admins only): name, resource classes, created, last seen."""
+    from circlet.cluster.tokens import list_runner_tokens
+
+    require_admin(request)
+    svc = services(request)
+    return render(
+        request,
+        "runners.html",
+        {
+            "runners": list_runner_tokens(svc.records),
+            "created": created,
+            "error": error,
+            "nav": "runners",
+            "title": "Runners",
+        },
+        status_code=status,
+    )
+
+
+@router.post("/settings/runners")
+async def create_runner(request: Request) -> Response:
+    """A new runner token, shown once on the page that follows."""
+    from circlet.cluster.tokens import TokenError, create_runner_token
+
+    data = await form_data(request)
+    require_admin(request)
+    # Classes may be separated by commas, spaces or newlines.
+    classes = data.get("resource_classes", "").replace(",", " ").split()
+    try:
+        token = create_runner_token(services(request).records, data.get("name", ""), classes)
+    except (TokenError, ValueError) as exc:
+        return runners_page(request, error=str(exc), status=400)
+    return runners_page(request, created=token)
+
+
+@router.post("/settings/runners/{name:path}/revoke")
+async def revoke_runner(request: Request, name: str) -> Response:
+    """Revoke a runner token: its runners are refused from their next request on."""
+    from circlet.cluster.tokens import revoke_runner_token
+
+    await form_data(request)
+    require_admin(request)
+    if not revoke_runner_token(services(request).records, name):
+        raise HTTPException(404, "No such active runner token.")
+    return back("/settings/runners")
