@@ -181,6 +181,44 @@ def test_tests_run_pipes_the_share_into_the_command(bin_dir: Path, workdir: Path
     assert "Running 2 of 3 tests" in proc.stderr
 
 
+def test_filter_failed_matches_files_and_classnames() -> None:
+    items = ["tests/test_one.py", "./tests/test_two.py", "tests/sub/test_three.py", "pkg.Klass"]
+    # file attribute, pytest's dotted classname (module and class), a Java-style classname
+    assert agent.filter_failed(items, ["tests/test_one.py"]) == ["tests/test_one.py"]
+    assert agent.filter_failed(items, ["tests.test_two"]) == ["./tests/test_two.py"]
+    assert agent.filter_failed(items, ["tests.sub.test_three.TestX"]) == ["tests/sub/test_three.py"]
+    assert agent.filter_failed(items, ["pkg.Klass", ""]) == ["pkg.Klass"]
+    # a prefix of a module name is no match
+    assert agent.filter_failed(["tests/test_on.py"], ["tests.test_one"]) == []
+    assert agent.filter_failed(items, []) == []
+
+
+def test_tests_run_in_a_rerun_runs_only_the_failed_tests(bin_dir: Path, workdir: Path) -> None:
+    failed = workdir / "rerun.txt"
+    failed.write_text("tests/sub/test_three.py\ntests.sub.test_three\n")
+    stdin = "tests/test_one.py\ntests/test_two.py\ntests/sub/test_three.py\n"
+    env = {agent.RERUN_TESTS_FILE_ENV: str(failed)}
+    command = "--command=>picked.txt xargs echo"
+    proc = run(bin_dir, "circleci", "tests", "run", command, cwd=workdir, stdin=stdin, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert (workdir / "picked.txt").read_text() == "tests/sub/test_three.py\n"
+    assert "1 of 3 tests given failed before" in proc.stderr
+
+    # nothing given failed before: nothing runs, exit 0 and a note
+    (workdir / "picked.txt").unlink()
+    failed.write_text("tests/elsewhere.py\n")
+    proc = run(bin_dir, "circleci", "tests", "run", command, cwd=workdir, stdin=stdin, env=env)
+    assert proc.returncode == 0
+    assert not (workdir / "picked.txt").exists()
+    assert "none of the 3 tests given failed" in proc.stdout
+
+    # the variable names no file (not a rerun): everything runs
+    env = {agent.RERUN_TESTS_FILE_ENV: str(workdir / "missing.txt")}
+    proc = run(bin_dir, "circleci", "tests", "run", command, cwd=workdir, stdin=stdin, env=env)
+    assert proc.returncode == 0
+    assert sorted((workdir / "picked.txt").read_text().split()) == sorted(stdin.split())
+
+
 def test_step_halt_touches_the_halt_file(bin_dir: Path, workdir: Path) -> None:
     halt = workdir / "state" / "halt"
     for name in ("circleci-agent", "circleci"):

@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
         work_dir=args.home / "cluster",
     )
     app = create_app(args.home, args.database_url, settings=settings, key_file=args.key_file)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
 
 
 if __name__ == "__main__":

@@ -231,6 +231,7 @@ class ClusterDispatcher:
 
     def _watch(self, listener: Listener | None) -> None:
         touched = 0.0
+        heard: set[str] | None = None  # the jobs a NOTIFY named; None: look at every one
         while not self._closed.is_set():
             with self._lock:
                 ids = list(self._watches)
@@ -239,13 +240,16 @@ class ClusterDispatcher:
                 self._wake.clear()
                 continue
             try:
-                states = self.store.states(ids)
+                # Only the rows a NOTIFY named changed: with many jobs in flight each
+                # wake-up reads one or two rows, not all of them.
+                states = self.store.states(ids if heard is None else sorted(heard & set(ids)))
                 now = time.monotonic()
                 if now - touched > OWNER_TOUCH:
                     self.store.touch_owner(self.id, ids)
                     touched = now
             except Exception:  # the database may be restarting: try again shortly
                 log.warning("cluster: could not read job states", exc_info=True)
+                heard = None
                 self._closed.wait(0.5)
                 continue
             with self._lock:
@@ -254,12 +258,14 @@ class ClusterDispatcher:
                     if watch is not None and state != watch.state:
                         watch.state = state
                         watch.event.set()
+            heard = None
             if listener is None:
                 self._closed.wait(self.poll_interval)
                 continue
             try:
-                # A NOTIFY wakes us at once; the timeout covers a lost one.
-                listener.wait(LISTEN_TIMEOUT)
+                # A NOTIFY wakes us at once; the timeout (a full look) covers a lost one.
+                if listener.wait(LISTEN_TIMEOUT):
+                    heard = set(listener.heard)
             except Exception:
                 log.warning("cluster: lost the LISTEN connection; polling", exc_info=True)
                 listener.close()

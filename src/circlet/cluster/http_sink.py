@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -22,8 +23,9 @@ from circlet.engine import events as ev
 
 log = logging.getLogger(__name__)
 
-FLUSH_INTERVAL = 0.05  # seconds events gather before a batch goes: live enough, and a
-# short job's events go in one request with its result
+FLUSH_INTERVAL = 0.05  # seconds events gather before a batch goes: live enough
+FIRST_FLUSH = 0.5  # seconds before a job's first batch goes: a short job's events all go
+# with its result (one request, one transaction and one forwarding round per job, not three)
 MAX_BATCH = 500  # events per request
 GIVE_UP_AFTER = 3600.0  # seconds of unreachable server before the rest is dropped
 
@@ -38,6 +40,7 @@ class HttpEventSink:
         attempt: int,
         *,
         flush_interval: float = FLUSH_INTERVAL,
+        first_flush: float = FIRST_FLUSH,
         max_batch: int = MAX_BATCH,
         give_up_after: float = GIVE_UP_AFTER,
         on_lost: Callable[[str], None] | None = None,
@@ -46,6 +49,7 @@ class HttpEventSink:
         self.job_id = job_id
         self.attempt = attempt
         self.flush_interval = flush_interval
+        self.first_flush = first_flush
         self.max_batch = max_batch
         self.give_up_after = give_up_after
         self.on_lost = on_lost
@@ -93,7 +97,13 @@ class HttpEventSink:
                 self._cond.wait()
             if not self._closing and len(self._pending) < self.max_batch:
                 # Let a burst of output gather into one request.
-                self._cond.wait(self.flush_interval)
+                wait = self.first_flush if self.batches == 0 else self.flush_interval
+                deadline = time.monotonic() + wait
+                while not self._closing and len(self._pending) < self.max_batch:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._cond.wait(left)
             batch = list(self._pending[: self.max_batch])
             last = self._closing and len(batch) == len(self._pending)
             if not batch and not (last and self._result is not None):

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, delete, select, text, update
+from sqlalchemy import Engine, delete, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from circlet.cluster.models import DispatchEvent, DispatchJob
@@ -100,15 +100,15 @@ class Listener:
 
         self.conn = psycopg.connect(url, autocommit=True)
         self.conn.execute(f"LISTEN {CHANNEL}")
+        self.heard: set[str] = set()  # the jobs announced by the last :meth:`wait`
 
     def wait(self, timeout: float) -> bool:
         """True if a change was announced within ``timeout`` seconds (all pending ones
-        are consumed: one look at the rows serves them all)."""
-        heard = any(True for _ in self.conn.notifies(timeout=timeout, stop_after=1))
-        if heard:
-            for _ in self.conn.notifies(timeout=0.001):
-                pass
-        return heard
+        are consumed into :attr:`heard`: one look at those rows serves them all)."""
+        self.heard = {n.payload for n in self.conn.notifies(timeout=timeout, stop_after=1)}
+        if self.heard:
+            self.heard.update(n.payload for n in self.conn.notifies(timeout=0.001))
+        return bool(self.heard)
 
     def close(self) -> None:
         self.conn.close()
@@ -345,7 +345,8 @@ class ClusterStore:
             row.runner_id, row.runner_name, row.runner_host = runner.id, runner.name, host
             row.claimed_at = now
             row.lease_until = now + self.lease_seconds
-            self._notify(s, job_id)
+            # No NOTIFY: the dispatcher acts on events and ends, not on a start (one
+            # wake-up and one look at every watched row less per job).
             secrets = json.loads(self.sealer.open(row.secrets)) if row.secrets else {}
             return Claim(
                 job_id=job_id,
@@ -357,13 +358,7 @@ class ClusterStore:
             )
 
     def _mine(self, s: Session, job_id: str, attempt: int, runner: RunnerInfo) -> DispatchJob:
-        row = self._locked(s, job_id)
-        if row.runner_id != runner.id or row.attempt != attempt:
-            raise RefusedError(403, f"job {job_id} is not assigned to runner {runner.name!r}")
-        if row.state != "running":
-            why = row.reason if row.state == "done" and row.reason else row.state
-            raise RefusedError(409, f"job {job_id} is no longer running here ({why})")
-        return row
+        return _check_mine(self._locked(s, job_id), attempt, runner)
 
     def heartbeat(self, job_id: str, attempt: int, runner: RunnerInfo) -> bool:
         """Extend the lease; True if the job was canceled (the runner stops it)."""
@@ -407,7 +402,8 @@ class ClusterStore:
             row = self._locked(s, job_id)
             if row.state == "done" and row.runner_id == runner.id and row.attempt == attempt:
                 return
-            row = self._mine(s, job_id, attempt, runner)
+            # The row is locked already: check it, no second SELECT … FOR UPDATE.
+            row = _check_mine(row, attempt, runner)
             if batch is not None:
                 self._apply_batch(row, s, batch, checked)
             status = str(result.get("status") or "infrastructure_fail")
@@ -535,14 +531,22 @@ class ClusterStore:
 
     def _add_events(self, s: Session, row: DispatchJob, events: Iterable[ev.Event]) -> None:
         seq = row.next_seq
+        rows: list[dict[str, Any]] = []
         for event in events:
             data = event_to_dict(event)
-            s.add(
-                DispatchEvent(
-                    job_id=row.job_id, seq=seq, kind=str(data["kind"]), payload=json.dumps(data)
-                )
+            rows.append(
+                {
+                    "job_id": row.job_id,
+                    "seq": seq,
+                    "kind": str(data["kind"]),
+                    "payload": json.dumps(data),
+                }
             )
             seq += 1
+        if rows:
+            # One executemany, not an ORM object per event (a job's whole output
+            # arrives with its result).
+            s.execute(insert(DispatchEvent), rows)
         row.next_seq = seq
 
     def _close_steps(self, s: Session, row: DispatchJob, note: str, *, status: str) -> None:
@@ -577,6 +581,17 @@ class ClusterStore:
         row.finished_at = time.time()
         row.lease_until = None
         row.secrets = None  # nobody needs them any more: do not keep them at rest
+
+
+def _check_mine(row: DispatchJob, attempt: int, runner: RunnerInfo) -> DispatchJob:
+    """``row`` if ``runner`` runs its ``attempt`` now; :class:`RefusedError` otherwise."""
+    job_id = row.job_id
+    if row.runner_id != runner.id or row.attempt != attempt:
+        raise RefusedError(403, f"job {job_id} is not assigned to runner {runner.name!r}")
+    if row.state != "running":
+        why = row.reason if row.state == "done" and row.reason else row.state
+        raise RefusedError(409, f"job {job_id} is no longer running here ({why})")
+    return row
 
 
 def _open_steps(marks: Iterable[Any]) -> list[int]:

@@ -21,9 +21,12 @@ REDACTED = "**REDACTED**"
 # Ours, not CircleCI's: where the agent scripts find the halt flag and timings.
 HALT_FILE_VAR = "CIRCLET_HALT_FILE"
 TIMINGS_FILE_VAR = "CIRCLET_TIMINGS_FILE"
+RERUN_TESTS_FILE_VAR = "CIRCLET_RERUN_TESTS_FILE"  # only in "rerun failed tests" jobs
 
 # Built-ins CircleCI sets but does not list in *Preparing environment variables*.
-_UNLISTED = frozenset({"CIRCLE_INTERNAL_TASK_DATA", HALT_FILE_VAR, TIMINGS_FILE_VAR})
+_UNLISTED = frozenset(
+    {"CIRCLE_INTERNAL_TASK_DATA", HALT_FILE_VAR, TIMINGS_FILE_VAR, RERUN_TESTS_FILE_VAR}
+)
 
 
 @dataclass(frozen=True)

@@ -232,7 +232,10 @@ def _working_tree(top: Path, subdir: str, head: str | None) -> str:
         env = {"GIT_INDEX_FILE": str(index)}
         if real_index.exists():
             # A copy keeps the stat cache: `git add` then rehashes only changed files.
-            shutil.copyfile(real_index, index)
+            # copy2 keeps the index's mtime too: git's racy-entry check compares file
+            # mtimes with it, so a file rewritten within the same clock tick (same size,
+            # same mtime) is still re-read instead of trusted from the stat cache.
+            shutil.copy2(real_index, index)
         elif head is not None:
             _git(["read-tree", head], top, env=env)
         _git(["add", "-A", "--", subdir or "."], top, env=env)

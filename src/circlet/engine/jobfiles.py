@@ -13,11 +13,16 @@ import io
 import json
 import tarfile
 import time
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol
 
 from circlet.engine.steps import run as run_step_module
 from circlet.plan import RunStep, Step
+
+# JobRequest.extra key: the failed tests (files and classnames) of a "rerun failed
+# tests" job copy; the agent's ``tests run`` keeps only stdin items naming one of them.
+RERUN_TESTS = "rerun_failed_tests"
+RERUN_TESTS_NAME = "rerun-tests.txt"
 
 # $1 working directory, $2 $BASH_ENV, $3 task data, $4 the halt probe ("" for
 # none), tried in a subshell: a failed redirection of `:` would end a POSIX shell.
@@ -25,6 +30,27 @@ INIT_SCRIPT = (
     'mkdir -p "$1" "$3" && : > "$2" && tar -x -o -f - -C "$3" '
     '&& { [ -z "$4" ] || (: > "$4") 2>/dev/null || :; }'
 )
+
+
+class _TestCase(Protocol):
+    @property
+    def classname(self) -> str: ...
+    @property
+    def file(self) -> str: ...
+    @property
+    def result(self) -> str: ...
+
+
+def failed_test_names(cases: Iterable[_TestCase]) -> list[str]:
+    """The ``file`` and ``classname`` of each failed (or errored) case, once each, in
+    order: what ``circleci tests run`` matches its input against in a rerun."""
+    names: dict[str, None] = {}
+    for case in cases:
+        if case.result in ("failure", "error"):
+            for name in (case.file, case.classname):
+                if name:
+                    names.setdefault(name, None)
+    return list(names)
 
 
 def init_argv(working_directory: str, bash_env: str, task_data: str, probe: str) -> list[str]:
@@ -42,11 +68,17 @@ def init_argv(working_directory: str, bash_env: str, task_data: str, probe: str)
 
 
 def task_data_bundle(
-    steps: tuple[Step, ...], task_data: str, timings: Mapping[str, Any]
+    steps: tuple[Step, ...],
+    task_data: str,
+    timings: Mapping[str, Any],
+    failed_tests: Sequence[str] | None = None,
 ) -> tuple[bytes, dict[int, str]]:
     """A tar of the agent's timings and every run step's script, and the scripts' paths
-    inside (by step display index: the plan's steps start at 2)."""
+    inside (by step display index: the plan's steps start at 2). ``failed_tests`` (a
+    "rerun failed tests" job) become :data:`RERUN_TESTS_NAME`, one a line."""
     files = {"timings.json": json.dumps(timings)}
+    if failed_tests is not None:
+        files[RERUN_TESTS_NAME] = "".join(f"{name}\n" for name in failed_tests)
     scripts: dict[int, str] = {}
     for offset, step in enumerate(steps):
         if isinstance(step, RunStep):

@@ -34,13 +34,14 @@ from typing import Any
 from circlet.engine import events as ev
 from circlet.engine.environ import (
     HALT_FILE_VAR,
+    RERUN_TESTS_FILE_VAR,
     BuildIdentity,
     builtin_environment,
     describe,
     job_environment,
     step_environment,
 )
-from circlet.engine.jobfiles import init_argv, task_data_bundle
+from circlet.engine.jobfiles import RERUN_TESTS, RERUN_TESTS_NAME, init_argv, task_data_bundle
 from circlet.engine.jobstaging import JobStaging
 from circlet.engine.masking import Masker, masking_sink, secret_values
 from circlet.engine.state import JobState, StepState
@@ -284,6 +285,8 @@ class JobRunner:
         try:
             builtins = builtin_environment(self.who)
             environ = job_environment(builtins, self.request.secrets, self.spec)
+            if self._failed_tests() is not None:
+                environ[RERUN_TESTS_FILE_VAR] = f"{self.who.task_data}/{RERUN_TESTS_NAME}"
             self.state.to("running")
             self._announce()
             status, reason = self._run_steps(builtins, environ)
@@ -339,7 +342,10 @@ class JobRunner:
         prep.write(describe(builtins, self.request.secrets))
         working_directory = env.expand(self.spec.working_directory)
         timings = self._timings()
-        bundle, scripts = task_data_bundle(self.spec.steps, self.who.task_data, timings)
+        failed = self._failed_tests()
+        if failed is not None:
+            prep.write(f"Rerunning failed tests only ({len(failed)} names of failed tests)\n")
+        bundle, scripts = task_data_bundle(self.spec.steps, self.who.task_data, timings, failed)
         init = env.exec(
             init_argv(working_directory, self.who.bash_env, self.who.task_data, staging.probe),
             env=environ,
@@ -537,6 +543,11 @@ class JobRunner:
             stop.set()
         for thread, _ in self._background:
             thread.join(BACKGROUND_JOIN)
+
+    def _failed_tests(self) -> list[str] | None:
+        """The failed tests' files/classnames if this is a "rerun failed tests" copy."""
+        names = self.request.extra.get(RERUN_TESTS)
+        return None if names is None else [str(n) for n in names]
 
     def _timings(self) -> dict[str, dict[str, float]]:
         """Earlier runs' test timings in the agent's format (``tests split --split-by=timings``)."""

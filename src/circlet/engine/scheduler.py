@@ -28,11 +28,12 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from circlet.engine import events as ev
 from circlet.engine.environ import BuildIdentity
 from circlet.engine.filters import job_runs
+from circlet.engine.jobfiles import RERUN_TESTS
 from circlet.engine.runner import JobRequest, JobResult, JobRunner, new_task_id
 from circlet.engine.state import JobState
 from circlet.executors.base import Executor
@@ -114,6 +115,9 @@ class RunOptions:
     repository_url: str = ""
     build_url: Callable[[int], str] | None = None
     staging_root: Path | None = None
+    # "Rerun failed tests": job name → the files/classnames of its tests that failed in
+    # the previous run; those jobs' ``circleci tests run`` keep only these (jobfiles).
+    rerun_failed_tests: Mapping[str, Sequence[str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -531,6 +535,7 @@ class _Scheduler:
                 repo=opts.repo,
                 commit=opts.commit,
                 upstream=upstream,
+                extra=_rerun_extra(opts, j.node.name),
             )
             future = pool.submit(_dispatch, self.dispatcher, request, ctx)
             running[future] = (j, index)
@@ -586,6 +591,12 @@ class _Scheduler:
             {name: j.outcome for name, j in flow.jobs.items()},
             {name: j.requires for name, j in flow.jobs.items()},
         )
+
+
+def _rerun_extra(opts: RunOptions, job_name: str) -> dict[str, Any]:
+    """The JobRequest extra of a "rerun failed tests" job (empty for any other job)."""
+    failed = (opts.rerun_failed_tests or {}).get(job_name)
+    return {} if failed is None else {RERUN_TESTS: list(failed)}
 
 
 def _dispatch(dispatcher: Dispatcher, request: JobRequest, ctx: DispatchContext) -> JobResult:

@@ -1,5 +1,5 @@
-"""Actions on workflows: cancel, rerun (from start, from failed, some jobs),
-approve. They reuse the scheduler on part of a workflow, with a
+"""Actions on workflows: cancel, rerun (from start, from failed, failed tests only,
+some jobs), approve. They reuse the scheduler on part of a workflow, with a
 :class:`~circlet.server.runs.Relay` rewriting ids (see ``server.runs``)."""
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from dataclasses import replace
 from typing import Any, cast
 
 from circlet.engine import events as ev
+from circlet.engine.jobfiles import failed_test_names
 from circlet.plan import JobNode, Pipeline, Requirement
 from circlet.server import code as code_mod
 from circlet.server.runs import (
@@ -49,8 +50,23 @@ class Runs(RunPool):
         self.sink(ev.WorkflowFinished(wf.id, "canceled"))
         self._finish_pipeline(wf.pipeline_id)
 
-    def rerun(self, workflow_id: str, *, from_failed: bool, job_ids: list[str], actor: str) -> str:
-        """Run a workflow again as a new workflow of its pipeline; its id."""
+    def rerun(
+        self,
+        workflow_id: str,
+        *,
+        from_failed: bool,
+        job_ids: list[str],
+        actor: str,
+        failed_tests: bool = False,
+    ) -> str:
+        """Run a workflow again as a new workflow of its pipeline; its id.
+
+        ``failed_tests`` ("Rerun failed tests"): from failed, and each failed job that
+        recorded failed tests gets only those through ``circleci tests run``."""
+        if failed_tests:
+            if job_ids:
+                raise ActionError("Rerun failed tests reruns the failed jobs, not chosen ones.")
+            from_failed = True
         wf = self.records.get_workflow(workflow_id)
         if wf is None:
             raise ActionError("Workflow not found", 404)
@@ -73,6 +89,13 @@ class Runs(RunPool):
                 raise ActionError("Nothing failed in this workflow.", 400)
         else:
             names = None
+        rerun_tests = self._failed_tests(workflow_id, names or set()) if failed_tests else None
+        if rerun_tests == {}:
+            raise ActionError(
+                "No failed tests were recorded in this workflow's failed jobs "
+                "(they need store_test_results and `circleci tests run`).",
+                400,
+            )
         meta = self.accounts.pipeline_meta([pipeline.id]).get(pipeline.id)
         started = threading.Event()
         new_id: list[str] = []
@@ -96,6 +119,7 @@ class Runs(RunPool):
                     actor=actor,
                     workflow=wf.name,
                     sink=self.sink,
+                    rerun_failed_tests=rerun_tests,
                     relay=lambda sink, owned: Relay(
                         sink,
                         pipeline_id=pipeline.id,
@@ -111,6 +135,18 @@ class Runs(RunPool):
         if not started.wait(60) or not new_id:
             raise ActionError("The rerun could not start (see the server log).", 500)
         return new_id[0]
+
+    def _failed_tests(self, workflow_id: str, names: set[str]) -> dict[str, list[str]]:
+        """Job name → the files/classnames of its failed tests (every parallel copy's),
+        for the jobs ``names`` that recorded any."""
+        found: dict[str, list[str]] = {}
+        for job in self.records.jobs(workflow_id):
+            if job.name in names:
+                failed = failed_test_names(self.records.test_cases(job.id))
+                if failed:
+                    merged = found.setdefault(job.name, [])
+                    merged.extend(n for n in failed if n not in merged)
+        return found
 
     def approve(self, workflow_id: str, approval_id: str, actor: str) -> None:
         """Approve an approval job; the jobs behind it then run in the same workflow."""

@@ -21,7 +21,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -399,6 +399,7 @@ class RunPool:
         sink: ev.EventSink,
         run_key: str | None = None,
         relay: Callable[[ev.EventSink, Callable[[str], None]], ev.EventSink] | None = None,
+        rerun_failed_tests: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         run_key = run_key or pipeline_id
         cancel = threading.Event()
@@ -428,6 +429,7 @@ class RunPool:
             repository_url=code.origin_url,
             build_url=(lambda n: f"{base}/gh-job/{project.slug}/{n}") if base else None,
             staging_root=staging,
+            rerun_failed_tests=rerun_failed_tests,
         )
         try:
             run_pipeline(

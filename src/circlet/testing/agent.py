@@ -15,7 +15,9 @@ Compatibility notes (CircleCI's behaviour, as documented):
 - Timings come from the JSON file named by ``CIRCLET_TIMINGS_FILE``
   (``{"filename": {...}, "classname": {...}, "testname": {...}}``, seconds).
 - ``tests run --command CMD`` splits stdin the same way, then runs ``CMD`` in a
-  shell with the selected names on its stdin, one per line.
+  shell with the selected names on its stdin, one per line. In a "rerun failed
+  tests" job, ``CIRCLET_RERUN_TESTS_FILE`` lists the failed tests' files and
+  classnames: only stdin items naming one of them are split and run.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from typing import IO
 
 HALT_FILE_ENV = "CIRCLET_HALT_FILE"
 TIMINGS_FILE_ENV = "CIRCLET_TIMINGS_FILE"
+RERUN_TESTS_FILE_ENV = "CIRCLET_RERUN_TESTS_FILE"
 SPLIT_BY = ("name", "filesize", "timings")
 TIMING_TYPES = ("filename", "classname", "testname")
 # CircleCI gives tests without timing data "a random small value"; we want determinism.
@@ -46,6 +49,10 @@ NO_TIMINGS = (
     "Falling back to weighting by name."
 )
 NO_TESTS_FOUND = "There were no tests found"
+NO_FAILED_TESTS = (
+    "Rerunning failed tests: none of the {count} tests given failed in the previous run, "
+    "so there is nothing to run."
+)
 
 Timings = dict[str, dict[str, float]]
 Warn = Callable[[str], object]
@@ -448,6 +455,44 @@ class SplitOptions:
         )
 
 
+def _module_of(item: str) -> str:
+    """``tests/test_a.py`` → ``tests.test_a`` (pytest's classname for that file)."""
+    path = normalize_path(item)
+    for suffix in (".py", ".rb", ".js", ".ts"):
+        path = path.removesuffix(suffix)
+    return path.replace("/", ".")
+
+
+def filter_failed(items: Sequence[str], failed: Iterable[str]) -> list[str]:
+    """The ``items`` naming a failed test, as CircleCI matches them: by the JUnit
+    ``file`` attribute or by ``classname`` (a test file also matches the classnames of
+    the module it holds, ``tests/test_a.py`` ↔ ``tests.test_a[.TestX]``)."""
+    names = {normalize_path(f) for f in failed if f.strip()}
+    kept = []
+    for item in items:
+        module = _module_of(item)
+        if (
+            normalize_path(item) in names
+            or module in names
+            or any(n.startswith(module + ".") for n in names)
+        ):
+            kept.append(item)
+    return kept
+
+
+def failed_tests_from_env() -> list[str] | None:
+    """The failed tests' files/classnames of a "rerun failed tests" job; None otherwise."""
+    target = os.environ.get(RERUN_TESTS_FILE_ENV)
+    if not target:
+        return None
+    try:
+        return Path(target).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise AgentError(f"{target}: cannot read the failed tests: {exc.strerror}") from exc
+
+
 def cmd_glob(patterns: Sequence[str], out: IO[str]) -> int:
     """``tests glob``: print matching files, one a line."""
     if not patterns:
@@ -501,6 +546,14 @@ def cmd_run(
     if not command.strip():
         raise AgentError("tests run needs --command")
     items = parse_items(stdin.read())
+    failed = failed_tests_from_env()
+    if failed is not None:
+        given, items = len(items), filter_failed(items, failed)
+        if not items:
+            out.write(NO_FAILED_TESTS.format(count=given) + "\n")
+            out.flush()
+            return 0
+        err.write(f"Rerunning failed tests: {len(items)} of {given} tests given failed before\n")
     chosen = options.select(items, err)
     if not chosen:
         out.write(NO_TESTS_FOUND + "\n")

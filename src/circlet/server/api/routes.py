@@ -321,12 +321,19 @@ def _actor(request: Request) -> str:
 def rerun_workflow(
     request: Request, workflow_id: str, body: Annotated[s.RerunBody | None, Body()] = None
 ) -> s.RerunOut:
-    """Rerun a workflow: from the start, from failed, or only some jobs."""
+    """Rerun a workflow: from the start, from failed, or only some jobs.
+
+    ``failed_tests: true`` (a circlet addition) is the web app's "Rerun failed tests":
+    from failed, each failed job running only its failed tests (``circleci tests run``)."""
     body = body or s.RerunBody.model_validate({})
     w, _, svc = _action(request, workflow_id)
     try:
         new_id = svc.runs.rerun(
-            w.id, from_failed=body.from_failed, job_ids=list(body.jobs), actor=_actor(request)
+            w.id,
+            from_failed=body.from_failed,
+            job_ids=list(body.jobs),
+            actor=_actor(request),
+            failed_tests=body.failed_tests,
         )
     except ActionError as exc:
         raise HTTPException(exc.status, str(exc)) from exc

@@ -237,6 +237,9 @@ class RerunBody(BaseModel):
     from_failed: bool = False
     jobs: list[str] = Field(default_factory=list, max_length=500)
     sparse_tree: bool = False
+    # A circlet addition (CircleCI's API has no field for it; its web app's "Rerun
+    # failed tests"): rerun from failed, the failed jobs running only their failed tests.
+    failed_tests: bool = False
 
 
 class RerunOut(BaseModel):

@@ -111,13 +111,16 @@ def _act(request: Request, workflow_id: str) -> tuple[WorkflowRecord, PipelineRe
 
 
 @router.post("/workflows/{workflow_id}/rerun")
-async def rerun(request: Request, workflow_id: str, from_failed: bool = False) -> Response:
-    """Rerun (from failed with ``?from_failed=1``); go to the new workflow."""
+async def rerun(
+    request: Request, workflow_id: str, from_failed: bool = False, failed_tests: bool = False
+) -> Response:
+    """Rerun (from failed with ``?from_failed=1``, failed tests only with
+    ``?failed_tests=1``); go to the new workflow."""
     await form_data(request)
     w, _, actor = _act(request, workflow_id)
     try:
         new_id = services(request).runs.rerun(
-            w.id, from_failed=from_failed, job_ids=[], actor=actor
+            w.id, from_failed=from_failed, job_ids=[], actor=actor, failed_tests=failed_tests
         )
     except ActionError as exc:
         raise HTTPException(exc.status, str(exc)) from exc

@@ -24,7 +24,7 @@ from circlet.store.blobs.manifest import DIR, FILE, Manifest
 from circlet.store.blobs.packs import ChunkStream, PackReader
 from circlet.store.blobs.restore import SafeTarget, run_parallel, write_chunks
 from circlet.store.blobs.walk import Scan, resolve_root, scan
-from circlet.store.blobs.writer import Ingest, TreeBuilder, known_digests
+from circlet.store.blobs.writer import Ingest, Known, TreeBuilder, known_digests
 
 
 class BlobNotFoundError(KeyError):
@@ -148,9 +148,7 @@ class LocalBlobStore:
         """A builder for trees that do not come from a local walk (archive import)."""
         return TreeBuilder(self, root=root)
 
-    def _previous_known(
-        self, namespace: str, root: str
-    ) -> tuple[Manifest | None, dict[str, tuple[int, int, int, int, str]]]:
+    def _previous_known(self, namespace: str, root: str) -> tuple[Manifest | None, Known]:
         previous = self._previous_manifest(namespace, root)
         return previous, known_digests(previous)
 

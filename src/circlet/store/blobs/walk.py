@@ -3,13 +3,18 @@ and the safety rules (never leave the root, never follow a symlink)."""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import functools
 import glob
+import itertools
+import operator
 import os
+import re
 import shutil
 import stat
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -24,6 +29,7 @@ _new = tuple.__new__
 _FIND_FORMAT = "%p\\0%y\\0%m\\0%s\\0%T@\\0%i\\0%C@\\0%l\\0"
 _FIND_FIELDS = 8
 _KINDS = frozenset((FILE, DIR, SYMLINK))  # find's %y letters are the manifest's kinds
+_TIMES = re.compile(r"(?:-?[0-9]+\.[0-9]{9}0\0)*")  # NUL-terminated %T@ values
 
 
 class Item(NamedTuple):
@@ -232,25 +238,50 @@ def _find_scan(result: Scan, rels: list[str]) -> bool:
     prefix = root_str.rstrip("/") + "/"
     # Deepest-last order and de-duplication are applied below for overlapping starts.
     starts = [root_str if rel == "." else prefix + rel for rel in rels]
+    items: list[Item] = []
+    skipped: list[str] = []
+    # Chunks are parsed while find still walks the rest (on the other core).
+    chunks = _find_chunks(find, starts)
     try:
-        # stderr is not needed: any error means falling back to the Python walk.
-        # One blocking read (the GIL is released) lets other threads work meanwhile.
-        with subprocess.Popen(
-            [find, "-P", *starts, "-printf", _FIND_FORMAT],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            env={"LC_ALL": "C", "PATH": os.environ.get("PATH", "")},
-        ) as proc:
-            assert proc.stdout is not None
-            raw = proc.stdout.read()
-    except OSError:
+        for fields in chunks:
+            chunk = _parse_records(fields, root_str, prefix, skipped)
+            if chunk is None:
+                return False
+            items.extend(chunk)
+    except _FindFailedError:
         return False
-    if proc.returncode != 0:
-        return False
-    fields = raw.decode("utf-8", "surrogateescape").split("\0")
-    fields.pop()  # after the last terminator
-    if len(fields) % _FIND_FIELDS:
-        return False
+    finally:
+        chunks.close()  # on an early return: stop find now
+    result.skipped.extend(skipped)
+    if len(rels) > 1:
+        # Overlapping starts ("a", "a/b") list entries twice: keep the first of each.
+        unique = {item.rel: item for item in reversed(items)}
+        items = sorted(unique.values(), key=lambda i: i.rel.split("/"))
+    result.items = items
+    return True
+
+
+def _times_ns(raw: list[str]) -> list[int] | None:
+    """find's ``%T@`` values ("SECONDS.FRACTION", 10 digits whose last is always 0
+    for a nanosecond clock) as integer nanoseconds, or None if one is not so.
+    Whole-column string operations and ``map(int)`` run in C: a per-value Python
+    expression cost as much as the rest of the parse."""
+    if not raw:
+        return []
+    joined = "\0".join(raw) + "\0"
+    if _TIMES.fullmatch(joined) is None:
+        return None
+    # Validated: each "0\0" is the last digit of exactly one value.
+    digits = joined.replace(".", "").replace("0\0", "\0").split("\0")
+    digits.pop()  # after the last terminator
+    return list(map(int, digits))
+
+
+def _parse_records(
+    fields: list[str], root_str: str, prefix: str, skipped: list[str]
+) -> list[Item] | None:
+    """Items of complete find records (``_FIND_FIELDS`` fields each); special files
+    go to ``skipped``. None if a value is not in the expected format."""
     paths = fields[0::_FIND_FIELDS]
     kinds = fields[1::_FIND_FIELDS]
     if paths and paths[0] == root_str:  # the root itself is not an entry
@@ -258,16 +289,10 @@ def _find_scan(result: Scan, rels: list[str]) -> bool:
         paths, kinds = paths[1:], kinds[1:]
     mtimes_raw = fields[4::_FIND_FIELDS]
     ctimes_raw = fields[6::_FIND_FIELDS]
-    if not all(t[-11:-10] == "." for t in mtimes_raw) or not all(
-        t[-11:-10] == "." for t in ctimes_raw
-    ):
-        return False  # not the 10-digit fraction this parse relies on
     if not _KINDS.issuperset(kinds):
         # Sockets, fifos, devices: skipped, as in the Python walk.
         keep = [i for i, k in enumerate(kinds) if k in _KINDS]
-        result.skipped.extend(
-            paths[i][len(prefix) :] for i, k in enumerate(kinds) if k not in _KINDS
-        )
+        skipped.extend(paths[i][len(prefix) :] for i, k in enumerate(kinds) if k not in _KINDS)
         rows = [fields[i * _FIND_FIELDS : (i + 1) * _FIND_FIELDS] for i in keep]
         fields = [f for row in rows for f in row]
         paths = fields[0::_FIND_FIELDS]
@@ -275,25 +300,74 @@ def _find_scan(result: Scan, rels: list[str]) -> bool:
         mtimes_raw = fields[4::_FIND_FIELDS]
         ctimes_raw = fields[6::_FIND_FIELDS]
     cut = len(prefix)
-    rel_paths = [p[cut:] for p in paths]
-    modes = [int(m, 8) & 0o7777 for m in fields[2::_FIND_FIELDS]]
-    sizes = [
-        int(s) if k == FILE else 0 for k, s in zip(kinds, fields[3::_FIND_FIELDS], strict=True)
-    ]
-    mtimes = [int(t.replace(".", "")) // 10 for t in mtimes_raw]
-    ctimes = [int(t.replace(".", "")) // 10 for t in ctimes_raw]
+    # Whole-column map() calls run in C: a Python expression per entry and column
+    # was most of the parse, which runs on every save.
+    rel_paths = list(map(operator.itemgetter(slice(cut, None)), paths))
+    # %m prints the permission bits only (<= 0o7777).
+    modes = list(map(int, fields[2::_FIND_FIELDS], itertools.repeat(8, len(paths))))
+    # find prints a directory's or symlink's own size; the manifest says 0 (int * bool).
+    sizes = list(map(operator.mul, map(int, fields[3::_FIND_FIELDS]), map(FILE.__eq__, kinds)))
+    mtimes = _times_ns(mtimes_raw)
+    ctimes = _times_ns(ctimes_raw)
+    if mtimes is None or ctimes is None:
+        return None
     inos = list(map(int, fields[5::_FIND_FIELDS]))
     targets = fields[7::_FIND_FIELDS]
     make = functools.partial(_new, Item)
-    items = list(
+    return list(
         map(
             make,
             zip(rel_paths, kinds, modes, mtimes, sizes, inos, ctimes, targets, paths, strict=True),
         )
     )
-    if len(rels) > 1:
-        # Overlapping starts ("a", "a/b") list entries twice: keep the first of each.
-        unique = {item.rel: item for item in reversed(items)}
-        items = sorted(unique.values(), key=lambda i: i.rel.split("/"))
-    result.items = items
-    return True
+
+
+class _FindFailedError(Exception):
+    """find could not run, reported an error or printed a truncated record."""
+
+
+# Parse find's output in pieces of about this size while it keeps walking; the
+# pipe is enlarged so find does not wait for the parse in between.
+_CHUNK_BYTES = 256 << 10
+_PIPE_BYTES = 1 << 20
+
+
+def _find_chunks(find: str, starts: Sequence[str]) -> Generator[list[str], None, None]:
+    """The ``-printf`` listing of ``starts`` as lists of fields, each holding
+    complete records; _FindFailedError (after or instead of some lists) if find
+    failed. Consumers must discard everything on that error."""
+    carry: list[str] = []  # fields of a record cut by a chunk boundary
+    pending = b""
+    try:
+        # stderr is not needed: any error means falling back to the Python walk.
+        with subprocess.Popen(
+            [find, "-P", *starts, "-printf", _FIND_FORMAT],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env={"LC_ALL": "C", "PATH": os.environ.get("PATH", "")},
+        ) as proc:
+            assert proc.stdout is not None
+            fd = proc.stdout.fileno()
+            with contextlib.suppress(OSError):  # only a speed-up
+                fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, _PIPE_BYTES)
+            while data := os.read(fd, _PIPE_BYTES):  # the GIL is released meanwhile
+                pending += data
+                if len(pending) < _CHUNK_BYTES:
+                    continue
+                cut = pending.rfind(b"\0") + 1  # NUL never occurs inside a UTF-8 char
+                fields = carry + pending[:cut].decode("utf-8", "surrogateescape").split("\0")
+                fields.pop()  # after the last terminator
+                pending = pending[cut:]
+                whole = len(fields) - len(fields) % _FIND_FIELDS
+                carry = fields[whole:]
+                del fields[whole:]
+                yield fields
+    except OSError as exc:
+        raise _FindFailedError from exc
+    if proc.returncode != 0 or (pending and not pending.endswith(b"\0")):
+        raise _FindFailedError
+    fields = carry + pending.decode("utf-8", "surrogateescape").split("\0")
+    fields.pop()  # after the last terminator ("" if there was no output left)
+    if len(fields) % _FIND_FIELDS:
+        raise _FindFailedError
+    yield fields
