@@ -12,9 +12,9 @@ sees it in its next heartbeat and stops the job's containers) and revokes the
 message. A lost runner's job comes back as failed "runner lost" (from the
 server's reaper) or, with ``retries=1``, is sent once more.
 
-One watcher thread reads the rows of all the jobs this dispatcher waits for in
-one query, when PostgreSQL announces a change (LISTEN/NOTIFY) or, on SQLite,
-every few milliseconds.
+One watcher thread reads, in one query, the rows PostgreSQL announced a change
+of (LISTEN/NOTIFY; all the jobs this dispatcher waits for when no NOTIFY came
+for a while) or, on SQLite, all of them every few milliseconds.
 """
 
 from __future__ import annotations
