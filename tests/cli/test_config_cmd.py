@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from click.testing import CliRunner
 
@@ -71,12 +72,13 @@ def test_validate_prints_each_problem_located(tmp_path: Path) -> None:
     ]
 
 
-def test_validate_defaults_to_the_project_config(tmp_path: Path) -> None:
-    runner = CliRunner()
-    with runner.isolated_filesystem(temp_dir=tmp_path):
-        Path(".circleci").mkdir()
-        Path(".circleci/config.yml").write_text(PARAMS)
-        result = runner.invoke(cli, ["config", "validate"])
+def test_validate_defaults_to_the_project_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / ".circleci").mkdir()
+    (tmp_path / ".circleci" / "config.yml").write_text(PARAMS)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(cli, ["config", "validate"])
     assert result.exit_code == 0
     assert result.stdout == "Config file at .circleci/config.yml is valid.\n"
 
