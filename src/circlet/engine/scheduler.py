@@ -36,6 +36,7 @@ from circlet.engine.filters import job_runs
 from circlet.engine.jobfiles import RERUN_TESTS
 from circlet.engine.runner import JobRequest, JobResult, JobRunner, new_task_id
 from circlet.engine.state import JobState
+from circlet.engine.steps.workspace import INHERITED_WORKSPACE
 from circlet.executors.base import Executor
 from circlet.plan import JobNode, JobSpec, Pipeline, Workflow
 from circlet.store.api import BlobStore, RecordsReader
@@ -118,6 +119,47 @@ class RunOptions:
     # "Rerun failed tests": job name → the files/classnames of its tests that failed in
     # the previous run; those jobs' ``circleci tests run`` keep only these (jobfiles).
     rerun_failed_tests: Mapping[str, Sequence[str]] | None = None
+    # "Rerun from failed" / rerun some jobs: the jobs not rerun keep their workspace
+    # layers from the workflow they ran in (attach_workspace reads them from there).
+    inherited_workspace: InheritedWorkspace | None = None
+
+
+@dataclass(frozen=True)
+class InheritedWorkspace:
+    """Where a rerun workflow's jobs find the layers of upstream jobs it does not rerun.
+
+    ``upstream``: job name → its transitive upstream in the *original* workflow, in
+    workflow order (:func:`upstream_of`); ``sources``: job name → id of the workflow
+    whose workspace holds that job's layers (usually the original workflow)."""
+
+    upstream: Mapping[str, Sequence[str]]
+    sources: Mapping[str, str]
+
+
+class WorkflowCancels:
+    """Per-workflow cancel flags of one :func:`run_pipeline` call.
+
+    :meth:`cancel_workflow` (by workflow name or scheduler workflow id, before or
+    during the run) cancels that workflow's jobs only; the run's own ``cancel``
+    event still cancels every workflow."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._events: dict[str, threading.Event] = {}
+
+    def cancel_workflow(self, name_or_id: str) -> None:
+        """Cancel the workflow called (or with id) ``name_or_id``."""
+        with self._lock:
+            self._events.setdefault(name_or_id, threading.Event()).set()
+
+    def bind(self, *keys: str) -> threading.Event:
+        """The one flag of the workflow known by ``keys`` (shared by all of them)."""
+        with self._lock:
+            flag = next((self._events[k] for k in keys if k in self._events), None)
+            flag = flag or threading.Event()
+            for key in keys:
+                self._events[key] = flag
+            return flag
 
 
 @dataclass(frozen=True)
@@ -191,6 +233,7 @@ class _Workflow:
     def __init__(self, workflow: Workflow, nodes: list[JobNode], *, keep_requires: bool) -> None:
         self.workflow = workflow
         self.workflow_id = str(uuid.uuid4())
+        self.cancel = threading.Event()  # set by the run's cancel or a workflow cancel
         self.jobs: dict[str, _Job] = {}
         for node in nodes:
             kept = node if keep_requires else _without_requires(node)
@@ -199,28 +242,22 @@ class _Workflow:
 
     def upstream(self, name: str) -> tuple[str, ...]:
         """All jobs ``name`` requires, transitively, in workflow order."""
-        seen: set[str] = set()
-        stack = [r.job for r in self.workflow_node(name).requires]
-        while stack:
-            dep = stack.pop()
-            if dep in seen:
-                continue
-            seen.add(dep)
-            node = self._node(dep)
-            if node is not None:
-                stack.extend(r.job for r in node.requires)
-        return tuple(n.name for n in self.workflow.jobs if n.name in seen)
+        return upstream_of(self.workflow, name)
 
-    def workflow_node(self, name: str) -> JobNode:
-        node = self._node(name)
-        assert node is not None
-        return node
 
-    def _node(self, name: str) -> JobNode | None:
-        for node in self.workflow.jobs:
-            if node.name == name:
-                return node
-        return None
+def upstream_of(workflow: Workflow, name: str) -> tuple[str, ...]:
+    """All jobs ``name`` requires in ``workflow``, transitively, in workflow order."""
+    nodes = {n.name: n for n in workflow.jobs}
+    seen: set[str] = set()
+    stack = [r.job for r in nodes[name].requires] if name in nodes else []
+    while stack:
+        dep = stack.pop()
+        if dep in seen:
+            continue
+        seen.add(dep)
+        if dep in nodes:
+            stack.extend(r.job for r in nodes[dep].requires)
+    return tuple(n.name for n in workflow.jobs if n.name in seen)
 
 
 def _without_requires(node: JobNode) -> JobNode:
@@ -283,9 +320,11 @@ def run_pipeline(
     number: int | None = None,
     trigger: str = "local",
     dispatcher: Dispatcher | None = None,
+    workflow_cancels: WorkflowCancels | None = None,
 ) -> PipelineResult:
     """Run the selected workflows of ``pipeline`` to the end; see the module doc.
-    ``dispatcher`` runs each job copy (default: :class:`LocalDispatcher`)."""
+    ``dispatcher`` runs each job copy (default: :class:`LocalDispatcher`);
+    ``cancel`` cancels every workflow, ``workflow_cancels`` one at a time."""
     scheduler = _Scheduler(
         pipeline,
         options=options,
@@ -297,6 +336,7 @@ def run_pipeline(
         cancel=cancel or threading.Event(),
         approve=approve,
         dispatcher=dispatcher or LocalDispatcher(),
+        workflow_cancels=workflow_cancels or WorkflowCancels(),
     )
     return scheduler.run(
         workflow=workflow, job=job, pipeline_id=pipeline_id, number=number, trigger=trigger
@@ -317,8 +357,10 @@ class _Scheduler:
         cancel: threading.Event,
         approve: bool,
         dispatcher: Dispatcher,
+        workflow_cancels: WorkflowCancels,
     ) -> None:
         self.pipeline = pipeline
+        self.workflow_cancels = workflow_cancels
         self.dispatcher = dispatcher
         self.options = options
         self.executor_factory = executor_factory
@@ -379,6 +421,8 @@ class _Scheduler:
         )
         flows = [_Workflow(wf, nodes, keep_requires=job is None) for wf, nodes in selected]
         for flow in flows:
+            flow.cancel = self.workflow_cancels.bind(flow.workflow.name, flow.workflow_id)
+        for flow in flows:
             self._start_workflow(pipeline_id, flow)
         self._loop(flows, pipeline_id)
         results = [self._finish_workflow(flow) for flow in flows]
@@ -408,12 +452,14 @@ class _Scheduler:
         running: dict[Future[JobResult], tuple[_Job, int]] = {}
         with ThreadPoolExecutor(self.max_parallel, thread_name_prefix="circlet-job") as pool:
             while True:
-                if self.cancel.is_set():
-                    self._cancel_waiting(flows)
-                else:
-                    progressed = True
-                    while progressed:  # a decision can unlock further decisions
-                        progressed = self._dispatch(flows, pipeline_id, pool, running)
+                if self.cancel.is_set():  # the whole run: every workflow's jobs see it
+                    for flow in flows:
+                        flow.cancel.set()
+                live = [flow for flow in flows if not flow.cancel.is_set()]
+                self._cancel_waiting([flow for flow in flows if flow.cancel.is_set()])
+                progressed = True
+                while progressed and live:  # a decision can unlock further decisions
+                    progressed = self._dispatch(live, pipeline_id, pool, running)
                 if not running:
                     break
                 done, _ = wait(list(running), timeout=POLL, return_when=FIRST_COMPLETED)
@@ -500,7 +546,7 @@ class _Scheduler:
         j.state.to("running")
         j.outcome.status = "running"
         ctx = DispatchContext(
-            executor, self.blobs, self.emit, self.records, self.cancel, opts.staging_root
+            executor, self.blobs, self.emit, self.records, j.wf.cancel, opts.staging_root
         )
         for index in range(total):
             job_id = (
@@ -535,7 +581,10 @@ class _Scheduler:
                 repo=opts.repo,
                 commit=opts.commit,
                 upstream=upstream,
-                extra=_rerun_extra(opts, j.node.name),
+                extra={
+                    **_rerun_extra(opts, j.node.name),
+                    **_workspace_extra(opts, j.node.name),
+                },
             )
             future = pool.submit(_dispatch, self.dispatcher, request, ctx)
             running[future] = (j, index)
@@ -567,10 +616,11 @@ class _Scheduler:
         self._release(j)
 
     def _cancel_waiting(self, flows: list[_Workflow]) -> None:
+        what = "pipeline" if self.cancel.is_set() else "workflow"
         for flow in flows:
             for j in flow.jobs.values():
                 if j.state.status in ("queued", "blocked", "on_hold"):
-                    self._set(j, "canceled", "the pipeline was canceled")
+                    self._set(j, "canceled", f"the {what} was canceled")
 
     def _settle_leftovers(self, flows: list[_Workflow]) -> None:
         """Jobs still waiting when nothing runs any more wait on an approval: not run here."""
@@ -582,7 +632,7 @@ class _Scheduler:
 
     def _finish_workflow(self, flow: _Workflow) -> WorkflowResult:
         statuses = [j.state.status for j in flow.jobs.values()]
-        status = _workflow_status(statuses, canceled=self.cancel.is_set())
+        status = _workflow_status(statuses, canceled=flow.cancel.is_set())
         self.emit(ev.WorkflowFinished(flow.workflow_id, status))
         return WorkflowResult(
             flow.workflow.name,
@@ -597,6 +647,16 @@ def _rerun_extra(opts: RunOptions, job_name: str) -> dict[str, Any]:
     """The JobRequest extra of a "rerun failed tests" job (empty for any other job)."""
     failed = (opts.rerun_failed_tests or {}).get(job_name)
     return {} if failed is None else {RERUN_TESTS: list(failed)}
+
+
+def _workspace_extra(opts: RunOptions, job_name: str) -> dict[str, Any]:
+    """The JobRequest extra of a rerun job whose upstream layers live elsewhere."""
+    inherited = opts.inherited_workspace
+    if inherited is None or not inherited.upstream.get(job_name):
+        return {}
+    upstream = list(inherited.upstream[job_name])
+    sources = {n: inherited.sources[n] for n in upstream if n in inherited.sources}
+    return {INHERITED_WORKSPACE: {"upstream": upstream, "sources": sources}}
 
 
 def _dispatch(dispatcher: Dispatcher, request: JobRequest, ctx: DispatchContext) -> JobResult:

@@ -14,6 +14,7 @@ from typing import Any, cast
 
 from circlet.engine import events as ev
 from circlet.engine.jobfiles import failed_test_names
+from circlet.engine.scheduler import InheritedWorkspace, upstream_of
 from circlet.plan import JobNode, Pipeline, Requirement
 from circlet.server import code as code_mod
 from circlet.server.runs import (
@@ -30,15 +31,18 @@ class Runs(RunPool):
     """The runner pool plus the workflow actions the API and pages offer."""
 
     def cancel(self, workflow_id: str, actor: str) -> None:
-        """Cancel a running workflow (its whole run) or one waiting for approval."""
+        """Cancel a running workflow (only its jobs: the pipeline's other workflows go
+        on) or one waiting for approval."""
         wf = self.records.get_workflow(workflow_id)
         if wf is None:
             raise ActionError("Workflow not found", 404)
         with self._lock:
             key = self._run_of_workflow.get(workflow_id)
-            flag = self._cancels.get(key) if key else None
-        if flag is not None:
-            flag.set()
+            flags = self._workflow_cancels.get(key) if key else None
+        if flags is not None:
+            # Workflow names are unique in a run; the scheduler's ids differ from the
+            # records' once a Relay rewrote them (an approval continuing a workflow).
+            flags.cancel_workflow(wf.name)
             return
         if wf.status not in ("on_hold", "running"):
             raise ActionError(f"Workflow is {wf.status}, not running.", 409)
@@ -77,6 +81,8 @@ class Runs(RunPool):
         if pipeline is None or project is None:
             raise ActionError("Project not found", 404)
         jobs = {j.name: j for j in self.records.jobs(workflow_id) if j.node_index == 0}
+        with self._lock:
+            earlier = dict(self._workspace_sources.get(workflow_id, {}))
         if job_ids:
             by_id = {j.id: j.name for j in jobs.values()}
             unknown = [i for i in job_ids if i not in by_id]
@@ -108,6 +114,7 @@ class Runs(RunPool):
             try:
                 code, plan = self._recompile(project, pipeline.number, pipeline.id, meta, pipeline)
                 chosen = _subset(plan, wf.name, names, with_downstream=from_failed)
+                inherited = _inherited_workspace(plan, wf.name, wf.id, set(jobs), earlier)
                 self._execute(
                     chosen,
                     project=project,
@@ -120,11 +127,14 @@ class Runs(RunPool):
                     workflow=wf.name,
                     sink=self.sink,
                     rerun_failed_tests=rerun_tests,
+                    inherited_workspace=inherited,
                     relay=lambda sink, owned: Relay(
                         sink,
                         pipeline_id=pipeline.id,
                         keep_pipeline_events=False,
-                        on_workflow=lambda w: _both(owned, note, w),
+                        on_workflow=lambda w: _both(
+                            owned, note, w, lambda x: self._note_sources(x, inherited)
+                        ),
                     ),
                 )
                 self._finish_pipeline(pipeline.id)
@@ -135,6 +145,11 @@ class Runs(RunPool):
         if not started.wait(60) or not new_id:
             raise ActionError("The rerun could not start (see the server log).", 500)
         return new_id[0]
+
+    def _note_sources(self, workflow_id: str, inherited: InheritedWorkspace | None) -> None:
+        if inherited is not None:
+            with self._lock:
+                self._workspace_sources[workflow_id] = dict(inherited.sources)
 
     def _failed_tests(self, workflow_id: str, names: set[str]) -> dict[str, list[str]]:
         """Job name → the files/classnames of its failed tests (every parallel copy's),
@@ -274,9 +289,37 @@ class Runs(RunPool):
         self.sink(ev.PipelineFinished(pipeline_id, "success" if statuses else "not_run"))
 
 
-def _both(first: Callable[[str], None], second: Callable[[str], None], value: str) -> None:
+def _inherited_workspace(
+    plan: Pipeline,
+    workflow: str,
+    workflow_id: str,
+    ran: set[str],
+    earlier: dict[str, str],
+) -> InheritedWorkspace | None:
+    """Where a rerun of ``workflow_id`` finds each job's workspace layers: there for
+    the jobs that ran in it (``ran``), else where that workflow found them."""
+    flow = next((w for w in plan.workflows if w.name == workflow), None)
+    if flow is None:
+        return None
+    return InheritedWorkspace(
+        upstream={n.name: upstream_of(flow, n.name) for n in flow.jobs},
+        sources={
+            n.name: workflow_id if n.name in ran else earlier.get(n.name, workflow_id)
+            for n in flow.jobs
+        },
+    )
+
+
+def _both(
+    first: Callable[[str], None],
+    second: Callable[[str], None],
+    value: str,
+    third: Callable[[str], None] | None = None,
+) -> None:
     first(value)
     second(value)
+    if third is not None:
+        third(value)
 
 
 def _downstream(nodes: tuple[JobNode, ...], roots: set[str]) -> set[str]:

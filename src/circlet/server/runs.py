@@ -28,7 +28,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from circlet.engine import events as ev
-from circlet.engine.scheduler import RunOptions, run_pipeline
+from circlet.engine.scheduler import (
+    InheritedWorkspace,
+    RunOptions,
+    WorkflowCancels,
+    run_pipeline,
+)
 from circlet.executors.base import Executor
 from circlet.plan import JobSpec, Pipeline
 from circlet.server import code as code_mod
@@ -137,6 +142,9 @@ class RunPool:
         self._pool = ThreadPoolExecutor(max(1, settings.workers), "circlet-pipeline")
         self._lock = threading.Lock()
         self._cancels: dict[str, threading.Event] = {}  # run key → cancel flag
+        self._workflow_cancels: dict[str, WorkflowCancels] = {}  # run key → one per workflow
+        # rerun workflow id → job name → workflow whose workspace holds its layers
+        self._workspace_sources: dict[str, dict[str, str]] = {}
         self._run_of_workflow: dict[str, str] = {}  # workflow id → run key
         self._after_run: dict[str, list[Callable[[], None]]] = {}  # run key → deferred work
         self._futures: set[Future[None]] = set()
@@ -400,11 +408,14 @@ class RunPool:
         run_key: str | None = None,
         relay: Callable[[ev.EventSink, Callable[[str], None]], ev.EventSink] | None = None,
         rerun_failed_tests: Mapping[str, Sequence[str]] | None = None,
+        inherited_workspace: InheritedWorkspace | None = None,
     ) -> None:
         run_key = run_key or pipeline_id
         cancel = threading.Event()
+        workflow_cancels = WorkflowCancels()
         with self._lock:
             self._cancels[run_key] = cancel
+            self._workflow_cancels[run_key] = workflow_cancels
             if self._closed:
                 cancel.set()
 
@@ -430,6 +441,7 @@ class RunPool:
             build_url=(lambda n: f"{base}/gh-job/{project.slug}/{n}") if base else None,
             staging_root=staging,
             rerun_failed_tests=rerun_failed_tests,
+            inherited_workspace=inherited_workspace,
         )
         try:
             run_pipeline(
@@ -446,10 +458,12 @@ class RunPool:
                 number=number,
                 trigger=trigger,
                 dispatcher=self.dispatcher,
+                workflow_cancels=workflow_cancels,
             )
         finally:
             with self._lock:
                 self._cancels.pop(run_key, None)
+                self._workflow_cancels.pop(run_key, None)
                 for wf, key in list(self._run_of_workflow.items()):
                     if key == run_key:
                         del self._run_of_workflow[wf]

@@ -5,6 +5,11 @@ of each job copy adds one tree to the namespace ``workspace/<workflow_id>``
 under the key ``<job>/<node index>/<step index>``, and ``attach_workspace``
 applies the layers of the node's upstream jobs in workflow order, so a later
 layer wins where two hold the same path.
+
+A rerun workflow (from failed, or some jobs) does not run every job: its
+request's extra :data:`INHERITED_WORKSPACE` names, for each upstream job it
+does not rerun, the workflow whose workspace holds that job's layers (as on
+CircleCI, the original workflow's layers are attached for those jobs).
 """
 
 from __future__ import annotations
@@ -23,6 +28,10 @@ from circlet.engine.steps.transfer import (
 )
 from circlet.plan import AttachWorkspaceStep, PersistToWorkspaceStep, Step
 from circlet.store.api import TreeEntry
+
+# StepContext.extra key: {"upstream": [job names in the original workflow's order],
+# "sources": {job name: workflow id holding its layers}} (scheduler._workspace_extra).
+INHERITED_WORKSPACE = "inherited_workspace"
 
 
 def namespace(workflow_id: str) -> str:
@@ -97,17 +106,41 @@ def persist_to_workspace(step: Step, ctx: StepContext) -> StepOutcome:
 
 def upstream_layers(ctx: StepContext) -> list[tuple[str, TreeEntry]]:
     """(job name, layer) of every upstream job, in the order they are applied."""
+    return [(job, entry) for job, _, entry in sourced_layers(ctx)]
+
+
+def sourced_layers(ctx: StepContext) -> list[tuple[str, str, TreeEntry]]:
+    """(job name, workflow id, layer) of every upstream job, in the order applied.
+
+    A job that ran in this workflow gives its layers from here; an upstream job a
+    rerun did not run gives them from the workflow named in the inherited sources."""
+    inherited = ctx.extra.get(INHERITED_WORKSPACE) or {}
+    sources: dict[str, str] = dict(inherited.get("sources") or {})
+    here = set(ctx.upstream)
+    order = list(dict.fromkeys([*inherited.get("upstream", []), *ctx.upstream]))
+    by_workflow: dict[str, dict[str, list[tuple[int, int, TreeEntry]]]] = {}
+    ordered: list[tuple[str, str, TreeEntry]] = []
+    for job in order:
+        workflow_id = ctx.workflow_id if job in here else sources.get(job)
+        if workflow_id is None:
+            continue
+        if workflow_id not in by_workflow:
+            by_workflow[workflow_id] = _layers_by_job(ctx, workflow_id)
+        found = sorted(by_workflow[workflow_id].get(job, []), key=lambda t: (t[0], t[1]))
+        ordered.extend((job, workflow_id, entry) for _, _, entry in found)
+    return ordered
+
+
+def _layers_by_job(
+    ctx: StepContext, workflow_id: str
+) -> dict[str, list[tuple[int, int, TreeEntry]]]:
     by_job: dict[str, list[tuple[int, int, TreeEntry]]] = {}
-    for entry in ctx.blobs.list_trees(namespace(ctx.workflow_id)):
+    for entry in ctx.blobs.list_trees(namespace(workflow_id)):
         parsed = parse_layer_key(entry.key)
         if parsed is not None:
             job, node, index = parsed
             by_job.setdefault(job, []).append((node, index, entry))
-    ordered: list[tuple[str, TreeEntry]] = []
-    for job in dict.fromkeys(ctx.upstream):
-        for _, _, entry in sorted(by_job.get(job, []), key=lambda t: (t[0], t[1])):
-            ordered.append((job, entry))
-    return ordered
+    return by_job
 
 
 @register("attach_workspace")
@@ -115,17 +148,15 @@ def attach_workspace(step: Step, ctx: StepContext) -> StepOutcome:
     """Apply the upstream jobs' layers at ``at``, in workflow order (later wins)."""
     assert isinstance(step, AttachWorkspaceStep)
     at = ctx.environment.expand(step.at)
-    layers = upstream_layers(ctx)
+    layers = sourced_layers(ctx)
     ctx.write("Downloading workspace layers\n")
-    for _, entry in layers:
-        ctx.write(
-            f"  workflows/workspaces/{ctx.workflow_id}/0/{entry.key} ({ibytes(entry.size)})\n"
-        )
+    for _, workflow_id, entry in layers:
+        ctx.write(f"  workflows/workspaces/{workflow_id}/0/{entry.key} ({ibytes(entry.size)})\n")
     if not layers:
         ctx.write("  (none: no upstream job of this workflow persisted to the workspace)\n")
         return StepOutcome("success")
     ctx.write(f"Applying workspace layers for job: {ctx.job_id}\n")
-    for job, entry in layers:
+    for job, _, entry in layers:
         node = entry.meta.get("node_index", 0)
         ctx.write(f"  Applying workspace layer for job: {job} (node {node})\n")
         host_path = getattr(ctx.environment, "host_path", None)
