@@ -80,6 +80,14 @@ BROKER_URL = Setting(
     "every job runs in the server's own pool.",
 )
 
+CACHE_COW = Setting(
+    "cache-cow",
+    "CIRCLET_CACHE_COW",
+    "auto",
+    "auto: restore caches and workspaces into host jobs as copy-on-write overlay mounts "
+    "of a copy kept by the store (needs root and overlayfs); off: always extract.",
+)
+
 
 def home_dir() -> Path:
     """The circlet home directory, created if missing."""

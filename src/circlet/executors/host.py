@@ -23,7 +23,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from circlet import settings
+from circlet import overlay, settings
 from circlet.executors import process
 from circlet.executors.base import ExecResult, ExecutorError, OutputCallback, StartInfo
 from circlet.executors.common import CA_BUNDLE_VARIABLES, expand_path, safe_name
@@ -35,6 +35,7 @@ from circlet.executors.pythons import (
     requested_version,
 )
 from circlet.executors.staging import STAGING
+from circlet.overlay import CowArea
 from circlet.plan import JobSpec
 
 KEEP_WORKDIR_ENV = "CIRCLET_KEEP_WORKDIR"
@@ -89,6 +90,7 @@ class HostExecutor:
             details["image"] = image
         try:
             if job_dir.exists():  # a leftover of an interrupted run with the same key
+                overlay.unmount_under(job_dir)
                 shutil.rmtree(job_dir)
             home = job_dir / "home"
             shim_dir = job_dir / "bin"
@@ -176,6 +178,9 @@ class HostEnvironment:
         self._groups: set[int] = set()
         self._lock = threading.Lock()
         self._stopped = False
+        # Caches restored as overlay mounts (store.blobs.cow), detached at stop; a
+        # kept job directory is for inspection after the run, so it gets plain files.
+        self.cow_area: CowArea | None = None if keep else CowArea(job_dir / "cow")
 
     def exec(
         self,
@@ -252,6 +257,8 @@ class HostEnvironment:
             self._groups.clear()
         for pgid in groups:
             process.kill_group(pgid, signal.SIGKILL)
+        if self.cow_area is not None:
+            self.cow_area.release()
         if not self._keep:
             shutil.rmtree(self.job_dir, ignore_errors=True)
         elif self.staging_dir is not None:  # scratch space: not worth keeping

@@ -227,3 +227,57 @@ def test_docker_round_trip(start_docker_job: StartJob) -> None:
     owners = second.sh("stat -c %U venv/bin/tool ~/.cache/pip/http/w.bin").split()
     assert owners == ["circleci", "circleci"]
     assert second.sh("stat -c %a venv/bin/tool").strip() == "755"
+
+
+def test_home_caches_restore_as_overlay_and_stay_removable(
+    start_job: StartJob, tmp_path: Path
+) -> None:
+    from circlet import overlay
+
+    assert overlay.available(), "this machine runs tests as root with overlayfs"
+    first = start_job()
+    first.sh("mkdir -p ~/.cache/pip/http ~/.local/share/venvs/app/bin")
+    first.sh("echo wheel > ~/.cache/pip/http/w.bin && echo py > ~/.local/share/venvs/app/bin/py")
+    first.sh("chmod 751 ~/.local/share/venvs/app/bin/py")
+    first.run(SaveCacheStep(key="v1-home", paths=("~/.cache/pip", "~/.local/share/venvs")))
+
+    second = start_job(build_num=76)
+    outcome, out = second.run(RestoreCacheStep(keys=("v1-home",)))
+    assert outcome.status == "success"
+    assert "copy-on-write overlay of the stored copy" in out
+    assert "Unarchiving cache...\n" in out
+    assert out.endswith("Cache restored successfully\n")
+    home = second.path("~")
+    points = {str(p) for p in overlay.mounts_under(Path(home))}
+    # mounted above the cached paths, never on them
+    assert points == {f"{home}/.cache", f"{home}/.local"}
+    assert second.sh("cat ~/.cache/pip/http/w.bin ~/.local/share/venvs/app/bin/py").split() == [
+        "wheel",
+        "py",
+    ]
+    assert second.sh("stat -c %a ~/.local/share/venvs/app/bin/py").strip() == "751"
+    # the job may change and remove what it restored, as on CircleCI ...
+    second.sh("echo tampered > ~/.cache/pip/http/w.bin && rm -rf ~/.local/share/venvs")
+    assert second.sh("ls ~/.local/share").strip() == ""
+    second.env.stop()
+    assert overlay.mounts_under(Path(home)) == []  # detached when the job ends
+
+    # ... without changing the cache
+    third = start_job(build_num=77)
+    third.run(RestoreCacheStep(keys=("v1-home",)))
+    assert third.sh("cat ~/.cache/pip/http/w.bin ~/.local/share/venvs/app/bin/py").split() == [
+        "wheel",
+        "py",
+    ]
+
+
+def test_a_cached_path_that_would_be_a_mount_point_is_extracted(start_job: StartJob) -> None:
+    first = start_job()
+    first.sh("mkdir -p node_modules/x && echo 1 > node_modules/x/i.js")
+    first.run(SaveCacheStep(key="v1-nm", paths=("node_modules",)))
+    second = start_job()
+    outcome, out = second.run(RestoreCacheStep(keys=("v1-nm",)))
+    assert outcome.status == "success"
+    assert "overlay" not in out  # ~/project exists: node_modules itself would be the mount
+    second.sh("rm -rf node_modules")  # so removing it works, as on CircleCI
+    assert second.sh("ls").strip() == ""

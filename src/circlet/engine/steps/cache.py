@@ -15,10 +15,13 @@ per job; CircleCI images all use /home/circleci).
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import time
+from pathlib import Path
 
+from circlet import overlay as cow
 from circlet.engine.cachekey import CacheKeyError, render_for_job
 from circlet.engine.steps import register
 from circlet.engine.steps.base import StepContext, StepOutcome
@@ -31,6 +34,7 @@ from circlet.engine.steps.transfer import (
     utc_stamp,
 )
 from circlet.executors import mergeddir
+from circlet.overlay import CowArea
 from circlet.plan import RestoreCacheStep, SaveCacheStep, Step
 from circlet.store.api import TreeEntry
 
@@ -157,7 +161,7 @@ def _restore(ctx: StepContext, entry: TreeEntry) -> None:
     ctx.write("Cached paths:\n")
     ctx.write("".join(f"  * {ctx.environment.expand(label)}\n" for label in labels))
     ctx.write("\nRestoring cache from the blob store...\n")
-    if _restore_direct(ctx, entry, labels):
+    if _restore_cow(ctx, entry, labels) or _restore_direct(ctx, entry, labels):
         ctx.write("Cache restored successfully\n")
         return
     target = scratch(ctx, "restore-cache")
@@ -178,6 +182,71 @@ def _restore(ctx: StepContext, entry: TreeEntry) -> None:
     finally:
         discard(target)
     ctx.write("Cache restored successfully\n")
+
+
+def _restore_cow(ctx: StepContext, entry: TreeEntry, labels: list[str]) -> bool:
+    """Restore as copy-on-write overlay mounts of the store's materialized copy
+    (:mod:`circlet.overlay`): one mount(2) per top directory, whatever the size.
+
+    A mount point cannot be removed or renamed, so a directory is only mounted
+    where the restore creates it *above* a cached path (``~/.cache`` for
+    ``~/.cache/pip``): the cached paths themselves stay removable (``rm -rf
+    ~/.cache/pip`` works as on CircleCI). False, with nothing done, where that
+    rule or the environment does not allow it: no ``cow_area`` (docker: the
+    container would not see the mount), a store that cannot materialize (a
+    runner's HTTP store), a cached path or its parent already present.
+    """
+    env = ctx.environment
+    area: CowArea | None = getattr(env, "cow_area", None)
+    materialize = getattr(ctx.blobs, "materialize", None)
+    host_path = getattr(env, "host_path", None)
+    if area is None or materialize is None or host_path is None or not cow.available():
+        return False
+    mounts: dict[Path, str] = {}  # mount point → its path in the tree
+    for label in labels:
+        dest = host_path(env.expand(label))
+        if dest is None or os.path.lexists(dest):
+            return False
+        top, tree = _top_missing(dest, tree_path(label))
+        if top is None or top == dest or mounts.get(top, tree) != tree:
+            return False
+        mounts[top] = tree
+    started = time.monotonic()
+    mounted = len(area.targets)
+    try:
+        lower: Path = materialize(entry)
+        ctx.write(
+            f"Restore duration for cache {entry.key}: "
+            f"{go_duration(time.monotonic() - started)} ({entry.files} files, stored copy)\n"
+        )
+        ctx.write("\nUnarchiving cache...\n")
+        started = time.monotonic()
+        for top, tree in mounts.items():
+            source = lower / tree
+            if source.is_dir() and not source.is_symlink():
+                area.mount(source, top)
+    except OSError as exc:
+        area.release_from(mounted)
+        ctx.write(f"Copy-on-write restore not possible ({exc}); extracting instead\n")
+        return False
+    ctx.write(
+        f"Extraction duration for {entry.key}: {elapsed(started)} "
+        "(copy-on-write overlay of the stored copy)\n"
+    )
+    return True
+
+
+def _top_missing(dest: Path, tree: str) -> tuple[Path | None, str]:
+    """The highest missing ancestor of ``dest`` (or ``dest``) and its path in the tree
+    (``tree`` is ``dest``'s); (None, "") if it is above the tree's own folders."""
+    top, top_tree = dest, tree
+    while not os.path.lexists(top.parent):
+        if "/" not in top_tree.partition("/")[2]:  # never "home" or "root" itself
+            return None, ""
+        top, top_tree = top.parent, top_tree.rpartition("/")[0]
+    if not top.parent.is_dir() or top.parent.is_symlink():
+        return None, ""
+    return top, top_tree
 
 
 def _restore_direct(ctx: StepContext, entry: TreeEntry, labels: list[str]) -> bool:

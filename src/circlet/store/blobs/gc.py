@@ -7,6 +7,7 @@ new packs are written and indexed before old ones are deleted."""
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -31,6 +32,7 @@ class PruneResult:
     chunks_removed: int = 0
     packs_removed: int = 0
     packs_rewritten: int = 0
+    materialized_removed: int = 0
 
 
 @dataclass
@@ -113,8 +115,32 @@ def collect(
             (store.packs_dir / f"{name}.pack").unlink(missing_ok=True)
         for stray in store.packs_dir.glob("*.pack.tmp"):
             stray.unlink(missing_ok=True)
+        kept = {manifest for _, _, manifest, _ in trees} - {
+            m for (ns, key, m, _) in trees if (ns, key) in set(result.trees_removed)
+        }
+        result.materialized_removed = _drop_materialized(store, kept)
         result.freed = max(0, before - store.stored_bytes())
     return result
+
+
+def _drop_materialized(store: LocalBlobStore, kept: set[str]) -> int:
+    """Delete materialized copies of trees no longer stored (and leftovers of
+    interrupted ones), except those an overlay mount still uses. Returns how many."""
+    from circlet.overlay import lower_dirs_in_use
+
+    in_use = lower_dirs_in_use()
+    removed = 0
+    for path in store.materialized_dir.iterdir():
+        name = path.name
+        digest = name.removesuffix(".boot")
+        if digest in kept or str(store.materialized_dir / digest) in in_use:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+            removed += not name.startswith(".")
+        else:
+            path.unlink(missing_ok=True)
+    return removed
 
 
 def _count_empty(chunks: dict[str, ChunkLoc], refcount: Counter[str], packs: list[str]) -> int:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +19,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from circlet import overlay as cow_mod
+from circlet.overlay import CowArea
 from circlet.store.api import RestoreStats, TreeEntry
 from circlet.store.blobs.index import Index
 from circlet.store.blobs.manifest import DIR, FILE, Manifest
@@ -41,6 +44,8 @@ class LocalBlobStore:
         self.path = Path(path)
         self.packs_dir = self.path / "packs"
         self.packs_dir.mkdir(parents=True, exist_ok=True)
+        self.materialized_dir = self.path / "materialized"
+        self.materialized_dir.mkdir(exist_ok=True)
         lock_path = self.path / "lock"
         lock_path.touch(exist_ok=True)
         self._lock_path = lock_path
@@ -177,10 +182,60 @@ class LocalBlobStore:
         """Forget an entry; its blobs go at the next :meth:`prune`."""
         return self.index.delete_tree(namespace, key)
 
-    def restore_tree(self, entry: TreeEntry, target: Path) -> RestoreStats:
-        """Materialize ``entry`` under ``target``: fresh files decompressed from the
-        packs (method "stream"); the store is never linked into the target."""
+    def restore_tree(
+        self, entry: TreeEntry, target: Path, *, cow: CowArea | None = None
+    ) -> RestoreStats:
+        """Materialize ``entry`` under ``target``.
+
+        With ``cow`` (and where :mod:`~circlet.store.blobs.cow` says it works, into
+        a fresh ``target``): an overlay mount of the store's materialized copy
+        (method "overlay"; made by streaming the first time), released with
+        ``cow``. Otherwise fresh files decompressed from the packs (method
+        "stream"). Either way, writes to ``target`` never reach the store.
+        """
         start = time.perf_counter()
+        if cow is not None and cow_mod.available() and cow_mod.is_fresh(Path(target)):
+            try:
+                cow.mount(self.materialize(entry), Path(target))
+            except OSError:
+                pass  # an optimization only: extract instead
+            else:
+                return RestoreStats(
+                    entry.files, entry.size, time.perf_counter() - start, "overlay"
+                )
+        return self._stream_tree(entry, Path(target), start)
+
+    def materialize(self, entry: TreeEntry) -> Path:
+        """The store's complete copy of ``entry``'s files, made once per manifest (by
+        a streaming restore into a temporary folder renamed into place) and shared
+        read-only by overlay restores. A copy made before the last reboot is made
+        again: its newest writes may not have reached the disk."""
+        with self.shared_lock():
+            final = self.materialized_dir / entry.manifest
+            stamp = self.materialized_dir / f"{entry.manifest}.boot"
+            boot = _boot_id()
+            if final.is_dir():
+                if _read(stamp) == boot:
+                    return final
+                stale = final.with_name(f".stale-{os.urandom(6).hex()}")
+                final.rename(stale)
+                shutil.rmtree(stale, ignore_errors=True)
+            tmp = self.materialized_dir / f".tmp-{os.urandom(6).hex()}"
+            try:
+                self._stream_tree(entry, tmp, time.perf_counter())
+                try:
+                    tmp.rename(final)
+                except OSError:
+                    if not final.is_dir():  # else another save made it first
+                        raise
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+            stamp_tmp = stamp.with_name(f".{stamp.name}.{os.getpid()}")
+            stamp_tmp.write_text(boot)
+            stamp_tmp.rename(stamp)
+            return final
+
+    def _stream_tree(self, entry: TreeEntry, target: Path, start: float) -> RestoreStats:
         with self.shared_lock():
             man = self.read_manifest(entry.manifest, locked=True)
             man.validate()
@@ -228,6 +283,20 @@ class LocalBlobStore:
     def stored_bytes(self) -> int:
         """Bytes the packs take on disk."""
         return sum(p.stat().st_size for p in self.packs_dir.iterdir() if p.is_file())
+
+
+def _boot_id() -> str:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return "unknown"
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except OSError:
+        return ""
 
 
 def _buffered(raw: ChunkStream) -> BinaryIO:
