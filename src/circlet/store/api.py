@@ -30,7 +30,7 @@ class RestoreStats:
     files: int
     size: int
     seconds: float
-    method: str  # "hardlink" | "reflink" | "copy" | "stream"
+    method: str  # "stream" (files extracted) | "overlay" (copy-on-write mount)
 
 
 class BlobStore(Protocol):
