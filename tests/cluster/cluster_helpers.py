@@ -266,6 +266,54 @@ class ApiServer:
             return False
 
 
+class FullServer:
+    """``circlet server`` (pages, REST API, webhooks, the fleet API and the schedulers
+    of its pipelines) in a process of its own, on a PostgreSQL database, sending
+    runner-class jobs through the broker. ``start`` again after a kill: same port."""
+
+    def __init__(
+        self, home: Path, database_url: str, *, queue_prefix: str, broker_url: str
+    ) -> None:
+        self.home = home
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = Process(
+            [
+                sys.executable,
+                "-c",
+                "from circlet.cli.server_cmd import command; command()",
+                "--home",
+                str(home),
+                "--database-url",
+                database_url,
+                "--executor",
+                "host",
+                "--port",
+                str(self.port),
+            ],
+            home / "full-server.log",
+            env={
+                "CIRCLET_BROKER_URL": broker_url,
+                "CIRCLET_QUEUE_PREFIX": queue_prefix,
+                "CIRCLET_HOME": str(home),
+            },
+        )
+
+    def start(self) -> None:
+        """Start (or start again) and wait until it answers."""
+        self.process.start()
+        try:
+            wait_for(self.healthy, 60, "circlet server to answer")
+        except AssertionError:
+            raise AssertionError(f"server did not start:\n{self.process.tail()}") from None
+
+    def healthy(self) -> bool:
+        try:
+            return httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+
 class Runner:
     """A ``circlet runner`` process (host executor unless told otherwise)."""
 

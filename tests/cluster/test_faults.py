@@ -1,24 +1,43 @@
 """Faults, for real: a runner killed with SIGKILL mid-job, the broker (Redis) killed
-and restarted with jobs queued, the API server killed and restarted mid-run. Each
-test prints what happened and checks that no job vanished and no record was lost.
+and restarted with jobs queued, the API server killed and restarted mid-run (the
+fleet API alone, its scheduler elsewhere; then ``circlet server`` itself, whose
+schedulers die with it and resume from the records). Each test prints what
+happened and checks that no job vanished and no record was lost.
 
-The server here runs with a 4 s lease, 1 s heartbeats and a reaper every 0.5 s.
+The fleet API here runs with a 4 s lease, 1 s heartbeats and a reaper every 0.5 s.
 """
 
 from __future__ import annotations
 
+import subprocess
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
-from cluster_helpers import PrivateRedis, in_background, say, scheduler, wait_for
+import httpx
+from cluster_helpers import (
+    REDIS_URL,
+    FullServer,
+    PrivateRedis,
+    Runner,
+    drop_database,
+    forget_queues,
+    fresh_database,
+    in_background,
+    say,
+    scheduler,
+    wait_for,
+)
 from conftest import Fleet
+from sqlalchemy import text
 
 LEASE = 4.0
 
 
-def _output(sch: Any, job_id: str) -> str:
-    return "".join(sch.records.step_output(job_id, s.index) for s in sch.records.steps(job_id))
+def _output(sch_or_records: Any, job_id: str) -> str:
+    records = getattr(sch_or_records, "records", sch_or_records)
+    return "".join(records.step_output(job_id, s.index) for s in records.steps(job_id))
 
 
 def _running(sch: Any) -> int:
@@ -219,3 +238,140 @@ workflows:
         assert ticks == [f"tick {i}" for i in range(1, 41)]  # all, once each, in order
         say("all 40 ticks recorded exactly once, in order; the dependent job ran too")
         assert sch.records.job(job_id).status == "success"
+
+
+RESUME_CONFIG = """
+version: 2.1
+jobs:
+  build:
+    machine: true
+    resource_class: acme/patient
+    steps:
+      - run:
+          name: Tick
+          command: for i in $(seq 1 40); do echo "tick $i"; sleep 0.1; done
+  deploy:
+    machine: true
+    resource_class: acme/patient
+    steps:
+      - run:
+          name: Deploy
+          command: echo "deploying after the build"
+workflows:
+  main:
+    jobs:
+      - build
+      - deploy:
+          requires: [build]
+"""
+
+
+def _project_repo(dest: Path) -> Path:
+    (dest / ".circleci").mkdir(parents=True)
+    (dest / ".circleci" / "config.yml").write_text(RESUME_CONFIG)
+    env = ["-c", "user.name=t", "-c", "user.email=t@example.com"]
+    for args in (["init", "-q", "-b", "main"], ["add", "-A"], [*env, "commit", "-qm", "first"]):
+        subprocess.run(["git", *args], cwd=dest, check=True, capture_output=True)
+    return dest
+
+
+def test_server_killed_mid_workflow_resumes_it_after_restart(
+    services: None, tmp_path: Path
+) -> None:
+    """``circlet server`` (the scheduler inside) killed while a runner runs ``build``
+    of build -> deploy: restarted, it takes the runner's result and runs ``deploy``."""
+    from circlet.cluster.tokens import create_runner_token
+    from circlet.store.accounts import AccountStore, SecretBox
+    from circlet.store.records import RecordStore
+
+    home = tmp_path / "home"
+    home.mkdir()
+    database_url = fresh_database()
+    prefix = "tr" + uuid.uuid4().hex[:10]
+    slug = "circlet/acme/resume"
+    records = RecordStore(database_url)
+    accounts = AccountStore(records.engine, SecretBox(home / "server-secrets.key"))
+    user = accounts.create_user("admin", "admin-password-1", is_admin=True)
+    api_token = accounts.create_token(user.id, "test")[0]
+    accounts.add_project(slug, str(_project_repo(tmp_path / "repo")), kind="path", name="resume")
+    server = FullServer(home, database_url, queue_prefix=prefix, broker_url=REDIS_URL)
+    runner = Runner(
+        home,
+        "runner-steadfast",
+        server=server.url,
+        token=create_runner_token(records.engine, "runner-steadfast", ["acme/patient"]),
+        classes="acme/patient",
+        broker=REDIS_URL,
+    )
+    try:
+        server.start()
+        runner.start()
+        answer = httpx.post(
+            f"{server.url}/api/v2/project/{slug}/pipeline",
+            json={"branch": "main"},
+            headers={"Circle-Token": api_token},
+            timeout=30,
+        )
+        assert answer.status_code == 201, answer.text
+        pipeline_id = answer.json()["id"]
+
+        def job(name: str) -> Any:
+            for wf in records.workflows(pipeline_id):
+                for found in records.jobs(wf.id):
+                    if found.name == name and found.node_index == 0:
+                        return found
+            return None
+
+        build = wait_for(lambda: job("build"), 60, "the build job's record")
+        wait_for(lambda: "tick 3\n" in _output(records, build.id), 30, "the first ticks")
+        server.process.kill9()
+        say("kill -9 circlet server (its scheduler with it) while the runner runs build")
+        time.sleep(2.5)
+        ticks_while_down = _output(records, build.id).count("tick ")
+        statuses = {n: job(n).status if job(n) else None for n in ("build", "deploy")}
+        assert statuses == {"build": "running", "deploy": "blocked"}
+        restarted = time.time()
+        server.start()
+        say(f"server back; {ticks_while_down} ticks recorded so far; records say {statuses}")
+
+        def ended() -> str | None:
+            found = records.get_pipeline(pipeline_id)
+            return found.status if found is not None and found.status != "running" else None
+
+        status = wait_for(ended, 90, "the pipeline to end after the restart")
+        workflows = records.workflows(pipeline_id)
+        jobs = {j.name: j for wf in workflows for j in records.jobs(wf.id)}
+        say(
+            f"pipeline {status}; workflow {[w.status for w in workflows]}; "
+            f"jobs { ({n: j.status for n, j in jobs.items()}) }"
+        )
+        assert status == "success", server.process.tail()
+        assert [(w.name, w.status) for w in workflows] == [("main", "success")]
+        assert {n: j.status for n, j in jobs.items()} == {"build": "success", "deploy": "success"}
+        ticks = [
+            line for line in _output(records, build.id).splitlines() if line.startswith("tick ")
+        ]
+        assert ticks == [f"tick {i}" for i in range(1, 41)]  # all, once each, in order
+        deploy = jobs["deploy"]
+        assert deploy.started_at is not None
+        assert deploy.started_at > restarted
+        assert "deploying after the build" in _output(records, deploy.id)
+        with records.engine.connect() as conn:
+            ran_on = conn.execute(
+                text("SELECT name, runner_name, state FROM cluster_jobs ORDER BY created_at")
+            ).all()
+        assert [tuple(r) for r in ran_on] == [
+            ("build", "runner-steadfast", "done"),
+            ("deploy", "runner-steadfast", "done"),
+        ]
+        assert "resuming pipeline" in server.process.log.read_text()
+        say(
+            f"all 40 ticks recorded once, in order; deploy started "
+            f"{deploy.started_at - restarted:.1f}s after the restart began, on the runner"
+        )
+    finally:
+        runner.process.stop()
+        server.process.stop()
+        forget_queues(REDIS_URL, prefix)
+        records.close()
+        drop_database(database_url)

@@ -81,9 +81,7 @@ def test_a_full_target_or_the_off_switch_streams(
     (tmp_path / "fresh" / "locked").chmod(0o755)
 
 
-def test_a_copy_from_before_a_reboot_is_made_again(
-    store: LocalBlobStore, tmp_path: Path
-) -> None:
+def test_a_copy_from_before_a_reboot_is_made_again(store: LocalBlobStore, tmp_path: Path) -> None:
     src = make_tree(tmp_path / "src")
     (src / "locked").chmod(0o755)
     entry = store.put_tree("cache/p", "k", src)

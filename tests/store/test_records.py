@@ -386,4 +386,4 @@ def test_default_url_is_sqlite_in_wal_mode_under_circlet_home(
         assert store.next_build_num("p") == 1
     db = sqlite3.connect(tmp_path / "home" / "circlet.db")
     assert db.execute("pragma journal_mode").fetchone()[0] == "wal"
-    assert db.execute("select version_num from alembic_version").fetchone()[0] == "0001"
+    assert db.execute("select version_num from alembic_version").fetchone()[0] == "0002"

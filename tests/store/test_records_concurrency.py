@@ -131,7 +131,7 @@ def test_processes_racing_to_create_the_schema_all_succeed(db_url: str) -> None:
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err
         outputs.append(out.split())
-    assert {o[0] for o in outputs} == {"0001"}
+    assert {o[0] for o in outputs} == {"0002"}
     assert sorted(int(o[1]) for o in outputs) == [1, 2, 3]
 
 

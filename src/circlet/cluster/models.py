@@ -4,8 +4,9 @@
 ``cluster_jobs``           one row per dispatched job copy: its queue, lease, runner, result
 ``cluster_events``         what the runner reported, in order, until the scheduler takes it
 
-They are created on first use (``create_all`` under a PostgreSQL advisory lock),
-beside the records' Alembic-managed tables; they hold queue state, not history.
+They are part of the records' schema (Alembic revision 0002, which a
+RecordStore applies when it opens the database); :func:`ensure_schema` still
+creates them on an engine nobody migrated. They hold queue state, not history.
 """
 
 from __future__ import annotations

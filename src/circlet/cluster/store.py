@@ -5,9 +5,12 @@ queued`` once, when a lost runner's job may be retried). The scheduler side
 (:mod:`circlet.cluster.dispatch`) enqueues, watches and forwards events; the
 server API (:mod:`circlet.cluster.server_api`) records claims, heartbeats,
 event batches and results for runners; the reaper (:mod:`circlet.cluster.reaper`)
-fails jobs whose lease expired. Each change is one transaction with the row
-locked (``SELECT … FOR UPDATE`` on PostgreSQL), so two runners never claim the
-same job and a batch is applied once however often it is resent.
+fails jobs whose lease expired. Each change is one transaction: the runner's
+usual requests (claim, heartbeat, the next batch of events, the result) are one
+``UPDATE … WHERE <every condition> RETURNING`` (plus the events' INSERT), so two
+runners never claim the same job and a batch is applied once however often it
+is resent; when that UPDATE changes nothing, the row is read (locked, ``SELECT …
+FOR UPDATE`` on PostgreSQL) to say why or to accept a resend.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, delete, insert, select, text, update
+from sqlalchemy import Engine, case, delete, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from circlet.cluster.models import DispatchEvent, DispatchJob
@@ -62,6 +65,7 @@ class JobState:
     status: str | None
     reason: str | None
     owner: str | None
+    result: str | None = None  # the JobResult as JSON, once done
 
 
 @dataclass(frozen=True)
@@ -90,6 +94,31 @@ class Assignment:
     status: str | None
     reason: str | None
     result: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Dispatched:
+    """A job copy as its row has it (what a restarted scheduler resumes from)."""
+
+    job_id: str
+    name: str
+    workflow_id: str
+    workflow_job_id: str
+    node_index: int
+    build_num: int | None
+    queue: str
+    task_id: str
+    state: str
+    status: str | None
+    reason: str | None
+    owner: str | None
+    next_seq: int
+    forwarded: int
+
+    @property
+    def handed_on(self) -> bool:
+        """Done, and every event it reported is in the records."""
+        return self.state == "done" and self.forwarded >= self.next_seq
 
 
 class Listener:
@@ -170,31 +199,31 @@ class ClusterStore:
         """Record a job copy as queued; return the Celery task id for its message."""
         identity = request["identity"]
         now = time.time()
-        row = DispatchJob(
-            job_id=job_id,
-            resource_class=resource_class,
-            queue=queue,
-            name=str(identity["job_name"]),
-            project=str(identity["project"]),
-            workflow_id=str(identity["workflow_id"]),
-            workspace_id=identity.get("workflow_workspace_id"),
-            request=json.dumps(dict(request)),
-            secrets=self.sealer.seal(json.dumps(dict(secrets))) if secrets else None,
-            state="queued",
-            attempt=1,
-            max_attempts=max(1, max_attempts),
-            task_id=f"{job_id}.1",
-            cancel=False,
-            owner=owner,
-            owner_seen=now,
-            batches=0,
-            next_seq=0,
-            forwarded=0,
-            created_at=now,
-        )
-        with self._write() as s:
-            s.add(row)
-        return row.task_id
+        row = {
+            "job_id": job_id,
+            "resource_class": resource_class,
+            "queue": queue,
+            "name": str(identity["job_name"]),
+            "project": str(identity["project"]),
+            "workflow_id": str(identity["workflow_id"]),
+            "workspace_id": identity.get("workflow_workspace_id"),
+            "request": json.dumps(dict(request)),
+            "secrets": self.sealer.seal(json.dumps(dict(secrets))) if secrets else None,
+            "state": "queued",
+            "attempt": 1,
+            "max_attempts": max(1, max_attempts),
+            "task_id": f"{job_id}.1",
+            "cancel": False,
+            "owner": owner,
+            "owner_seen": now,
+            "batches": 0,
+            "next_seq": 0,
+            "forwarded": 0,
+            "created_at": now,
+        }
+        with self._writer.begin() as conn:  # Core: no ORM object to build and flush
+            conn.execute(insert(DispatchJob).values(row))
+        return str(row["task_id"])
 
     def states(self, job_ids: Sequence[str]) -> dict[str, JobState]:
         """The watched fields of ``job_ids`` (unknown ids are left out)."""
@@ -209,9 +238,50 @@ class ClusterStore:
             DispatchJob.status,
             DispatchJob.reason,
             DispatchJob.owner,
+            case((DispatchJob.state == "done", DispatchJob.result), else_=None),
         ).where(DispatchJob.job_id.in_(list(job_ids)))
         with Session(self.engine) as s:
             return {r[0]: JobState(*r) for r in s.execute(query)}
+
+    def dispatched(self, workflow_ids: Sequence[str]) -> list[Dispatched]:
+        """Every job copy dispatched for these workflows."""
+        if not workflow_ids:
+            return []
+        query = select(DispatchJob).where(DispatchJob.workflow_id.in_(list(workflow_ids)))
+        with Session(self.engine) as s:
+            return [_dispatched(row) for row in s.scalars(query)]
+
+    def take_over(
+        self, job_ids: Sequence[str], owner: str, *, from_anyone: bool = True
+    ) -> dict[str, Dispatched]:
+        """Make ``owner`` the one that forwards these jobs' events (a restarted
+        scheduler: the dispatcher that sent them is gone). ``from_anyone=False``
+        takes only rows nobody else forwards now (theirs went stale). The rows after."""
+        if not job_ids:
+            return {}
+        now = time.time()
+        ids = list(job_ids)
+        with self._write() as s:
+            change = update(DispatchJob).where(DispatchJob.job_id.in_(ids))
+            if not from_anyone:
+                change = change.where(
+                    (DispatchJob.owner == owner)
+                    | DispatchJob.owner.is_(None)
+                    | (DispatchJob.owner_seen < now - OWNER_STALE)
+                )
+            s.execute(change.values(owner=owner, owner_seen=now))
+            rows = s.scalars(select(DispatchJob).where(DispatchJob.job_id.in_(ids)))
+            return {row.job_id: _dispatched(row) for row in rows}
+
+    def let_go(self, job_ids: Sequence[str], owner: str) -> None:
+        """Stop forwarding these jobs' events: the server's reaper adopts them at once."""
+        if job_ids:
+            with self._write() as s:
+                s.execute(
+                    update(DispatchJob)
+                    .where(DispatchJob.job_id.in_(list(job_ids)), DispatchJob.owner == owner)
+                    .values(owner_seen=0.0)
+                )
 
     def touch_owner(self, owner: str, job_ids: Sequence[str]) -> None:
         """Say the dispatcher ``owner`` still forwards these jobs' events."""
@@ -328,41 +398,81 @@ class ClusterStore:
 
     def claim(self, job_id: str, attempt: int, runner: RunnerInfo, host: str) -> Claim:
         """Give the job to ``runner`` if it is queued and of one of its classes."""
-        with self._write() as s:
-            row = self._locked(s, job_id)
+        now = time.time()
+        # One statement: the row changes only if every condition holds (two runners
+        # racing: the second one's UPDATE waits for the first and then finds none).
+        with self._writer.begin() as conn:
+            got = conn.execute(
+                update(DispatchJob)
+                .where(
+                    DispatchJob.job_id == job_id,
+                    DispatchJob.state == "queued",
+                    DispatchJob.attempt == attempt,
+                    DispatchJob.resource_class.in_(list(runner.resource_classes)),
+                )
+                .values(
+                    state="running",
+                    runner_id=runner.id,
+                    runner_name=runner.name,
+                    runner_host=host,
+                    claimed_at=now,
+                    lease_until=now + self.lease_seconds,
+                )
+                .returning(DispatchJob.request, DispatchJob.secrets)
+            ).first()
+        # No NOTIFY: the dispatcher acts on events and ends, not on a start (one
+        # wake-up and one look at every watched row less per job).
+        if got is None:
+            raise self._claim_refused(job_id, attempt, runner)
+        request, sealed = got
+        secrets = json.loads(self.sealer.open(sealed)) if sealed else {}
+        return Claim(
+            job_id=job_id,
+            attempt=attempt,
+            request=json.loads(request),
+            secrets={str(k): str(v) for k, v in secrets.items()},
+            lease_seconds=self.lease_seconds,
+            heartbeat_seconds=self.heartbeat_seconds,
+        )
+
+    def _claim_refused(self, job_id: str, attempt: int, runner: RunnerInfo) -> RefusedError:
+        """Why a claim changed nothing."""
+        with Session(self.engine) as s:
+            row = s.get(DispatchJob, job_id)
+            if row is None:
+                return RefusedError(404, f"job {job_id} is not a dispatched job")
             if row.resource_class not in runner.resource_classes:
-                raise RefusedError(
+                return RefusedError(
                     403,
                     f"runner token {runner.name!r} may not run jobs of "
                     f"resource class {row.resource_class!r}",
                 )
-            if row.attempt != attempt or row.state != "queued":
-                raise RefusedError(
-                    409, f"job {job_id} attempt {attempt} is not waiting for a runner"
-                )
-            now = time.time()
-            row.state = "running"
-            row.runner_id, row.runner_name, row.runner_host = runner.id, runner.name, host
-            row.claimed_at = now
-            row.lease_until = now + self.lease_seconds
-            # No NOTIFY: the dispatcher acts on events and ends, not on a start (one
-            # wake-up and one look at every watched row less per job).
-            secrets = json.loads(self.sealer.open(row.secrets)) if row.secrets else {}
-            return Claim(
-                job_id=job_id,
-                attempt=attempt,
-                request=json.loads(row.request),
-                secrets={str(k): str(v) for k, v in secrets.items()},
-                lease_seconds=self.lease_seconds,
-                heartbeat_seconds=self.heartbeat_seconds,
-            )
+        return RefusedError(409, f"job {job_id} attempt {attempt} is not waiting for a runner")
 
     def _mine(self, s: Session, job_id: str, attempt: int, runner: RunnerInfo) -> DispatchJob:
         return _check_mine(self._locked(s, job_id), attempt, runner)
 
+    def _running_here(self, job_id: str, attempt: int, runner: RunnerInfo) -> Any:
+        """The WHERE clause of a change only the runner running the job may make."""
+        return (
+            (DispatchJob.job_id == job_id)
+            & (DispatchJob.runner_id == runner.id)
+            & (DispatchJob.attempt == attempt)
+            & (DispatchJob.state == "running")
+        )
+
     def heartbeat(self, job_id: str, attempt: int, runner: RunnerInfo) -> bool:
         """Extend the lease; True if the job was canceled (the runner stops it)."""
-        with self._write() as s:
+        with self._writer.begin() as conn:
+            got = conn.execute(
+                update(DispatchJob)
+                .where(self._running_here(job_id, attempt, runner))
+                .values(lease_until=time.time() + self.lease_seconds)
+                .returning(DispatchJob.cancel)
+            ).first()
+        if got is not None:
+            return bool(got[0])
+        with self._write() as s:  # not ours (any more): say why
             row = self._mine(s, job_id, attempt, runner)
             row.lease_until = time.time() + self.lease_seconds
             return bool(row.cancel)
@@ -378,6 +488,9 @@ class ClusterStore:
         """Store batch number ``batch`` of the job's events; False if it was stored
         before (a resend after a lost response)."""
         checked = self._checked(job_id, events)
+        if self._next_batch(job_id, attempt, runner, batch=batch, events=checked, values={}):
+            return True
+        # A resend, a skipped batch, or not ours: the careful way says which.
         with self._write() as s:
             row = self._mine(s, job_id, attempt, runner)
             stored = self._apply_batch(row, s, batch, checked)
@@ -398,6 +511,18 @@ class ClusterStore:
         """Record the job's result, after its last batch of events if one comes along
         (one transaction); idempotent for the runner that ran it."""
         checked = self._checked(job_id, events)
+        status = str(result.get("status") or "infrastructure_fail")
+        done = {
+            "state": "done",
+            "status": status,
+            "reason": result.get("reason"),
+            "result": json.dumps(dict(result)),
+            "finished_at": time.time(),
+            "lease_until": None,
+            "secrets": None,
+        }
+        if self._next_batch(job_id, attempt, runner, batch=batch, events=checked, values=done):
+            return
         with self._write() as s:
             row = self._locked(s, job_id)
             if row.state == "done" and row.runner_id == runner.id and row.attempt == attempt:
@@ -406,9 +531,42 @@ class ClusterStore:
             row = _check_mine(row, attempt, runner)
             if batch is not None:
                 self._apply_batch(row, s, batch, checked)
-            status = str(result.get("status") or "infrastructure_fail")
             self._done(row, status, result.get("reason"), result)
             self._notify(s, job_id)
+
+    def _next_batch(
+        self,
+        job_id: str,
+        attempt: int,
+        runner: RunnerInfo,
+        *,
+        batch: int | None,
+        events: Sequence[ev.Event],
+        values: Mapping[str, Any],
+    ) -> bool:
+        """The usual case in one transaction of two statements: the next batch of a
+        job this runner runs (and ``values``: its end). False: nothing changed."""
+        change: dict[str, Any] = dict(values)
+        where = self._running_here(job_id, attempt, runner)
+        if batch is not None:
+            where = where & (DispatchJob.batches == batch - 1)
+            change["next_seq"] = DispatchJob.next_seq + len(events)
+            change["batches"] = batch
+            change.setdefault("lease_until", time.time() + self.lease_seconds)
+        elif not change:
+            return False
+        statement = update(DispatchJob).where(where).values(change).returning(DispatchJob.next_seq)
+        if self.engine.dialect.name == "postgresql":  # wake the dispatcher (sent at commit)
+            statement = statement.returning(func.pg_notify(CHANNEL, DispatchJob.job_id))
+        with self._writer.begin() as conn:
+            got = conn.execute(statement).first()
+            if got is None:
+                return False
+            if events:
+                conn.execute(
+                    insert(DispatchEvent), _event_rows(job_id, got[0] - len(events), events)
+                )
+        return True
 
     def _checked(self, job_id: str, events: Sequence[Mapping[str, Any]]) -> list[ev.Event]:
         checked = [event_from_dict(e) for e in events]
@@ -530,24 +688,12 @@ class ClusterStore:
     # ------------------------------------------------------------ helpers
 
     def _add_events(self, s: Session, row: DispatchJob, events: Iterable[ev.Event]) -> None:
-        seq = row.next_seq
-        rows: list[dict[str, Any]] = []
-        for event in events:
-            data = event_to_dict(event)
-            rows.append(
-                {
-                    "job_id": row.job_id,
-                    "seq": seq,
-                    "kind": str(data["kind"]),
-                    "payload": json.dumps(data),
-                }
-            )
-            seq += 1
+        rows = _event_rows(row.job_id, row.next_seq, list(events))
         if rows:
             # One executemany, not an ORM object per event (a job's whole output
             # arrives with its result).
             s.execute(insert(DispatchEvent), rows)
-        row.next_seq = seq
+        row.next_seq += len(rows)
 
     def _close_steps(self, s: Session, row: DispatchJob, note: str, *, status: str) -> None:
         """End the steps a lost runner left running (their output so far stays)."""
@@ -581,6 +727,38 @@ class ClusterStore:
         row.finished_at = time.time()
         row.lease_until = None
         row.secrets = None  # nobody needs them any more: do not keep them at rest
+
+
+def _event_rows(job_id: str, start: int, events: Sequence[ev.Event]) -> list[dict[str, Any]]:
+    """``events`` as rows of ``cluster_events``, numbered from ``start``."""
+    rows: list[dict[str, Any]] = []
+    for seq, event in enumerate(events, start):
+        data = event_to_dict(event)
+        rows.append(
+            {"job_id": job_id, "seq": seq, "kind": str(data["kind"]), "payload": json.dumps(data)}
+        )
+    return rows
+
+
+def _dispatched(row: DispatchJob) -> Dispatched:
+    identity = json.loads(row.request).get("identity", {})
+    build_num = identity.get("build_num")
+    return Dispatched(
+        job_id=row.job_id,
+        name=row.name,
+        workflow_id=row.workflow_id,
+        workflow_job_id=str(identity.get("workflow_job_id") or row.job_id),
+        node_index=int(identity.get("node_index") or 0),
+        build_num=int(build_num) if build_num is not None else None,
+        queue=row.queue,
+        task_id=row.task_id,
+        state=row.state,
+        status=row.status,
+        reason=row.reason,
+        owner=row.owner,
+        next_seq=row.next_seq,
+        forwarded=row.forwarded,
+    )
 
 
 def _check_mine(row: DispatchJob, attempt: int, runner: RunnerInfo) -> DispatchJob:

@@ -16,6 +16,11 @@ and marks the waiting jobs ``canceled``.
 Each job copy is handed to a :class:`Dispatcher` on a pool thread: by default
 :class:`LocalDispatcher` (a JobRunner in this process); ``circlet.cluster``'s
 dispatcher sends runner-class jobs to a Celery queue and waits for them there.
+
+``resume`` continues workflows another scheduler left unfinished (a server that
+was killed): their ids, the jobs that ended keep their status, the copies already
+sent to runners are handed to the dispatcher to wait for (``JobRequest.extra``
+:data:`RESUMED`), and the rest is scheduled as usual.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from circlet.engine import events as ev
 from circlet.engine.environ import BuildIdentity
@@ -136,6 +141,53 @@ class InheritedWorkspace:
     sources: Mapping[str, str]
 
 
+RESUMED = "circlet.resumed"  # JobRequest.extra: this copy was dispatched before a restart
+DISPATCHED = "dispatched"  # a ResumedCopy sent to a runner and not handed back yet
+
+
+@dataclass(frozen=True)
+class ResumedCopy:
+    """One job copy of a resumed workflow: ``status`` is how it ended, or
+    :data:`DISPATCHED` (it is on a runner: the dispatcher waits for it)."""
+
+    status: str
+    reason: str | None = None
+
+
+@dataclass(frozen=True)
+class ResumedJob:
+    """A workflow job as the records had it when its scheduler stopped.
+
+    With ``copies`` (node index → copy) the job had started: the copies named are
+    waited for or counted as ended, the others start now. Without, ``status`` is
+    where it waits (queued, blocked, on_hold) or how it ended without running."""
+
+    job_id: str
+    status: ev.JobStatus
+    build_num: int | None = None
+    copies: Mapping[int, ResumedCopy] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ResumedWorkflow:
+    """A recorded workflow to continue: its id, its jobs (by name) and their
+    ``requires`` as recorded (a rerun workflow holds only some of the config's jobs)."""
+
+    workflow_id: str
+    name: str
+    started_at: float
+    jobs: Mapping[str, ResumedJob]
+    requires: Mapping[str, Sequence[str]]
+
+
+@dataclass(frozen=True)
+class Resume:
+    """What :func:`run_pipeline` continues instead of starting a pipeline. It emits no
+    pipeline events: the caller settles the pipeline (it may hold other workflows)."""
+
+    workflows: Sequence[ResumedWorkflow]
+
+
 class WorkflowCancels:
     """Per-workflow cancel flags of one :func:`run_pipeline` call.
 
@@ -179,7 +231,9 @@ class DispatchContext:
 
 class Dispatcher(Protocol):
     """Runs one job copy somewhere and returns how it ended (called on a pool thread,
-    it blocks until the copy is done; events go to ``ctx.sink`` in order)."""
+    it blocks until the copy is done; events go to ``ctx.sink`` in order). One whose
+    copies' last events may reach ``ctx.sink`` after their result also has
+    ``drain(job_ids)``, which the scheduler calls before it ends the workflows."""
 
     def is_local(self, spec: JobSpec) -> bool:
         """True if ``spec`` runs in this process (the scheduler then makes its executor)."""
@@ -223,22 +277,46 @@ class _Job:
         )
         self.pending = 0
         self.t0 = 0.0
+        self.resumed: ResumedJob | None = None
 
     @property
     def requires(self) -> list[str]:
         return [r.job for r in self.node.requires]
 
+    def resume(self, prior: ResumedJob) -> None:
+        """Take the recorded state (no event: the records have it already)."""
+        self.resumed = prior
+        self.outcome.job_id = prior.job_id
+        self.outcome.build_num = prior.build_num
+        # A job that had started is launched again (its copies are waited for).
+        status: ev.JobStatus = "queued" if prior.copies else prior.status
+        if status == "running":
+            status = "queued"
+        self.state = JobState(status, what=self.node.name)
+        self.outcome.status = status
+
 
 class _Workflow:
-    def __init__(self, workflow: Workflow, nodes: list[JobNode], *, keep_requires: bool) -> None:
+    def __init__(
+        self,
+        workflow: Workflow,
+        nodes: list[JobNode],
+        *,
+        keep_requires: bool,
+        resumed: ResumedWorkflow | None = None,
+    ) -> None:
         self.workflow = workflow
-        self.workflow_id = str(uuid.uuid4())
+        self.workflow_id = resumed.workflow_id if resumed else str(uuid.uuid4())
+        self.resumed = resumed
         self.cancel = threading.Event()  # set by the run's cancel or a workflow cancel
         self.jobs: dict[str, _Job] = {}
         for node in nodes:
             kept = node if keep_requires else _without_requires(node)
             self.jobs[node.name] = _Job(self, kept)
         self.status: ev.WorkflowStatus = "running"
+        for name, prior in (resumed.jobs if resumed else {}).items():
+            if name in self.jobs:
+                self.jobs[name].resume(prior)
 
     def upstream(self, name: str) -> tuple[str, ...]:
         """All jobs ``name`` requires, transitively, in workflow order."""
@@ -321,10 +399,12 @@ def run_pipeline(
     trigger: str = "local",
     dispatcher: Dispatcher | None = None,
     workflow_cancels: WorkflowCancels | None = None,
+    resume: Resume | None = None,
 ) -> PipelineResult:
     """Run the selected workflows of ``pipeline`` to the end; see the module doc.
     ``dispatcher`` runs each job copy (default: :class:`LocalDispatcher`);
-    ``cancel`` cancels every workflow, ``workflow_cancels`` one at a time."""
+    ``cancel`` cancels every workflow, ``workflow_cancels`` one at a time;
+    ``resume`` continues recorded workflows instead (see :class:`Resume`)."""
     scheduler = _Scheduler(
         pipeline,
         options=options,
@@ -337,6 +417,7 @@ def run_pipeline(
         approve=approve,
         dispatcher=dispatcher or LocalDispatcher(),
         workflow_cancels=workflow_cancels or WorkflowCancels(),
+        resume=resume,
     )
     return scheduler.run(
         workflow=workflow, job=job, pipeline_id=pipeline_id, number=number, trigger=trigger
@@ -358,8 +439,10 @@ class _Scheduler:
         approve: bool,
         dispatcher: Dispatcher,
         workflow_cancels: WorkflowCancels,
+        resume: Resume | None = None,
     ) -> None:
         self.pipeline = pipeline
+        self.resume = resume
         self.workflow_cancels = workflow_cancels
         self.dispatcher = dispatcher
         self.options = options
@@ -400,41 +483,71 @@ class _Scheduler:
         pipeline_id = pipeline_id or str(uuid.uuid4())
         if number is None:
             number = self.records.next_pipeline_number(opts.project) if self.records else 1
-        self.emit(
-            ev.PipelineStarted(
-                pipeline_id,
-                number,
-                opts.project,
-                opts.branch,
-                opts.revision,
-                trigger,
-                self.pipeline.source,
+        if self.resume is None:
+            self.emit(
+                ev.PipelineStarted(
+                    pipeline_id,
+                    number,
+                    opts.project,
+                    opts.branch,
+                    opts.revision,
+                    trigger,
+                    self.pipeline.source,
+                )
             )
-        )
-        selected = select_workflows(
-            self.pipeline,
-            branch=opts.branch,
-            tag=opts.tag,
-            workflow=workflow,
-            job=job,
-            trigger=trigger,
-        )
-        flows = [_Workflow(wf, nodes, keep_requires=job is None) for wf, nodes in selected]
+            selected = select_workflows(
+                self.pipeline,
+                branch=opts.branch,
+                tag=opts.tag,
+                workflow=workflow,
+                job=job,
+                trigger=trigger,
+            )
+            flows = [_Workflow(wf, nodes, keep_requires=job is None) for wf, nodes in selected]
+        else:
+            flows = [self._resumed_flow(rw) for rw in self.resume.workflows]
         for flow in flows:
             flow.cancel = self.workflow_cancels.bind(flow.workflow.name, flow.workflow_id)
         for flow in flows:
             self._start_workflow(pipeline_id, flow)
         self._loop(flows, pipeline_id)
+        # A dispatcher may hand a copy's last events on after its result (a fleet's
+        # forwarder): they reach the sinks before the workflows end.
+        drain = getattr(self.dispatcher, "drain", None)
+        if drain is not None:
+            drain([i for flow in flows for j in flow.jobs.values() for i in j.outcome.node_ids])
         results = [self._finish_workflow(flow) for flow in flows]
         status = _pipeline_status([r.status for r in results], canceled=self.cancel.is_set())
-        self.emit(ev.PipelineFinished(pipeline_id, status))
+        if self.resume is None:
+            self.emit(ev.PipelineFinished(pipeline_id, status))
         return PipelineResult(pipeline_id, number, status, results, self.cancel.is_set())
+
+    def _resumed_flow(self, rw: ResumedWorkflow) -> _Workflow:
+        """The config's workflow ``rw.name`` with the recorded jobs and requirements."""
+        found = next((w for w in self.pipeline.workflows if w.name == rw.name), None)
+        if found is None:
+            raise ValueError(f"workflow {rw.name!r} is no longer in the config")
+        nodes = [
+            replace(
+                n,
+                requires=tuple(r for r in n.requires if r.job in rw.requires.get(n.name, ())),
+            )
+            for n in found.jobs
+            if n.name in rw.jobs
+        ]
+        return _Workflow(found, nodes, keep_requires=True, resumed=rw)
 
     def _start_workflow(self, pipeline_id: str, flow: _Workflow) -> None:
         jobs = tuple(
             {"name": j.node.name, "requires": j.requires, "type": j.node.type}
             for j in flow.jobs.values()
         )
+        if flow.resumed is not None:  # running again, since it first started
+            at = flow.resumed.started_at
+            self.emit(
+                ev.WorkflowStarted(pipeline_id, flow.workflow_id, flow.workflow.name, jobs, at=at)
+            )
+            return
         self.emit(ev.WorkflowStarted(pipeline_id, flow.workflow_id, flow.workflow.name, jobs))
         for j in flow.jobs.values():
             if j.requires:
@@ -524,13 +637,19 @@ class _Scheduler:
         spec = j.node.job
         if j.state.status == "blocked":
             self._set(j, "queued")
-        build_num = self._next_build_num()
+        copies = j.resumed.copies if j.resumed is not None else {}
+        total = max(1, spec.parallelism)
+        build_num = j.outcome.build_num if copies and j.outcome.build_num else None
+        build_num = build_num or self._next_build_num()
         j.outcome.build_num = build_num
         j.t0 = time.monotonic()
         if j.node.serial_group:
             self._groups_busy.add(j.node.serial_group)
+        # Some copy goes to the dispatcher (not every one ended before a restart).
+        starts = any(i not in copies or copies[i].status == DISPATCHED for i in range(total))
         try:
-            executor = self.executor_factory(spec) if self.dispatcher.is_local(spec) else None
+            local = starts and self.dispatcher.is_local(spec)
+            executor = self.executor_factory(spec) if local else None
         except Exception as exc:  # no docker engine and the like: this job cannot start
             self._set(j, "infrastructure_fail", str(exc).splitlines()[0] if str(exc) else "")
             self._release(j)
@@ -538,7 +657,6 @@ class _Scheduler:
         secrets: dict[str, str] = dict(opts.secrets)
         for context in j.node.contexts:
             secrets.update(opts.contexts.get(context, {}))
-        total = max(1, spec.parallelism)
         task_id = new_task_id()
         upstream = j.wf.upstream(j.node.name) if j.node.requires else ()
         j.pending = total
@@ -555,6 +673,13 @@ class _Scheduler:
                 else str(uuid.uuid5(uuid.UUID(j.outcome.job_id), str(index)))
             )
             j.outcome.node_ids.append(job_id)
+            known = copies.get(index)
+            if known is not None and known.status != DISPATCHED:  # it ended before
+                ended: Future[JobResult] = Future()
+                status = cast(ev.JobStatus, known.status)
+                ended.set_result(JobResult(status, known.reason, job_id=job_id, node_index=index))
+                running[ended] = (j, index)
+                continue
             identity = BuildIdentity(
                 job_name=j.node.name,
                 build_num=build_num,
@@ -584,6 +709,7 @@ class _Scheduler:
                 extra={
                     **_rerun_extra(opts, j.node.name),
                     **_workspace_extra(opts, j.node.name),
+                    **({RESUMED: True} if known is not None else {}),
                 },
             )
             future = pool.submit(_dispatch, self.dispatcher, request, ctx)

@@ -38,6 +38,8 @@ def create_app(settings: ServerSettings | None = None) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         svc = Services.open(settings)
         app.state.services = svc
+        # Pipelines a killed server left running go on (before the reaper adopts their jobs).
+        svc.runs.resume_unfinished()
         # The fleet's API (runner tokens, claims, events, blobs) is always mounted:
         # runners only get work when a broker is configured (runs.py's dispatcher).
         cluster = install(

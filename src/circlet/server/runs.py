@@ -17,6 +17,7 @@ Reruns and approvals reuse the scheduler on a part of the workflow. A
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -30,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 from circlet.engine import events as ev
 from circlet.engine.scheduler import (
     InheritedWorkspace,
+    Resume,
     RunOptions,
     WorkflowCancels,
     run_pipeline,
@@ -43,6 +45,7 @@ from circlet.store.api import BlobStore
 from circlet.store.records import RecordStore
 
 if TYPE_CHECKING:
+    from circlet.cluster.resume import Unfinished
     from circlet.cluster.store import Sealer
 
 log = logging.getLogger(__name__)
@@ -183,6 +186,72 @@ class RunPool:
                 return True
             time.sleep(0.05)
         return False
+
+    def resume_unfinished(self) -> int:
+        """Continue the pipelines a previous server process left running (it was
+        killed: see :mod:`circlet.cluster.resume`); how many. Call once at start,
+        before the fleet's reaper, so the jobs on runners are taken over first."""
+        from circlet.cluster.resume import resume_state, running_pipelines
+
+        candidates = running_pipelines(self.records)
+        metas = self.accounts.pipeline_meta([p.id for p in candidates])
+        store = self.dispatcher.store if self.dispatcher is not None else None
+        count = 0
+        for pipeline in candidates:
+            if pipeline.id not in metas:  # not triggered here (a `circlet run` on this database)
+                continue
+            found = resume_state(self.records, store, self.sink, pipeline)
+            if self.dispatcher is not None:
+                self.dispatcher.hold(found.dispatched)
+            log.warning(
+                "circlet server: resuming pipeline %s #%d (%d workflows, %d jobs on runners)",
+                pipeline.project,
+                pipeline.number,
+                len(found.resume.workflows),
+                len(found.dispatched),
+            )
+            self._submit(functools.partial(self._resume, found, metas[pipeline.id]))
+            count += 1
+        return count
+
+    def _resume(self, found: Unfinished, meta: PipelineMeta) -> None:
+        from circlet.cluster.resume import check_plan, give_up, settle_pipeline
+
+        pipeline = found.pipeline
+        try:
+            project = _existing(self.accounts.project(pipeline.project), pipeline.project)
+            code = code_mod.resolve(
+                project,
+                self.settings.checkouts_dir,
+                branch=pipeline.branch,
+                tag=meta.tag,
+                revision=pipeline.revision,
+            )
+            plan = self._compile(project, code, meta)
+            contexts = self._contexts(plan, project.slug)
+            check_plan(plan, found)
+        except (code_mod.CodeError, _CompileError, PermissionError, KeyError) as exc:
+            why = str(exc.args[0]) if exc.args else str(exc)
+            log.warning("circlet server: cannot resume pipeline %s: %s", pipeline.id, why)
+            if self.dispatcher is not None:
+                self.dispatcher.release(found.dispatched)
+            give_up(self.records, self.sink, found, why)
+            return
+        if found.resume.workflows:
+            self._execute(
+                plan,
+                project=project,
+                code=code,
+                contexts=contexts,
+                pipeline_id=pipeline.id,
+                number=pipeline.number,
+                trigger=pipeline.trigger,
+                actor=meta.actor,
+                workflow=None,
+                sink=self.sink,
+                resume=found.resume,
+            )
+        settle_pipeline(self.records, self.sink, pipeline.id)
 
     def running_workflow(self, workflow_id: str) -> bool:
         """Whether a run in this process owns ``workflow_id`` now."""
@@ -409,6 +478,7 @@ class RunPool:
         relay: Callable[[ev.EventSink, Callable[[str], None]], ev.EventSink] | None = None,
         rerun_failed_tests: Mapping[str, Sequence[str]] | None = None,
         inherited_workspace: InheritedWorkspace | None = None,
+        resume: Resume | None = None,
     ) -> None:
         run_key = run_key or pipeline_id
         cancel = threading.Event()
@@ -459,6 +529,7 @@ class RunPool:
                 trigger=trigger,
                 dispatcher=self.dispatcher,
                 workflow_cancels=workflow_cancels,
+                resume=resume,
             )
         finally:
             with self._lock:
@@ -470,6 +541,12 @@ class RunPool:
                 deferred = self._after_run.pop(run_key, [])
             for work in deferred:
                 self._submit(work)
+
+
+def _existing(project: ProjectSettings | None, slug: str) -> ProjectSettings:
+    if project is None:
+        raise code_mod.CodeError(f"project {slug} no longer exists")
+    return project
 
 
 def job_info(plan: Pipeline) -> dict[str, dict[str, Any]]:
