@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import array
 import bisect
+import itertools
 import json
 import posixpath
 import sys
@@ -34,6 +35,10 @@ def check_rel_path(path: str, what: str = "path") -> str:
     return path
 
 
+# The sections of an encoded manifest, in order.
+_SECTION_COLUMNS = ("paths", "kinds", "digests", "modes", "mtimes", "sizes", "inos", "ctimes")
+
+
 def _pack_ints(values: list[int]) -> bytes:
     arr = array.array("q", values)
     if sys.byteorder == "big":  # pragma: no cover - the format is little-endian
@@ -41,12 +46,16 @@ def _pack_ints(values: list[int]) -> bytes:
     return arr.tobytes()
 
 
-def _unpack_ints(raw: bytes) -> list[int]:
+def _unpack_ints(raw: bytes | memoryview) -> list[int]:
     arr = array.array("q")
     arr.frombytes(raw)
     if sys.byteorder == "big":  # pragma: no cover
         arr.byteswap()
     return arr.tolist()
+
+
+def _str_list(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(v, str) for v in value)
 
 
 def link_escapes(path: str, target: str) -> bool:
@@ -60,9 +69,14 @@ def link_escapes(path: str, target: str) -> bool:
 
 @dataclass
 class Manifest:
-    """Entries in path order. ``digests`` holds a file's content digest, a symlink's
-    target, or "" for a directory. ``inos``/``ctimes`` let the next save from the
-    same root skip re-hashing unchanged files."""
+    """Entries, parents before children. ``digests`` holds a file's content digest,
+    a symlink's target, or "" for a directory. ``inos``/``ctimes`` let the next save
+    from the same root skip re-hashing unchanged files. ``walk``: the paths (relative
+    to the root, globs expanded) a save walked, None if the tree does not come from
+    a walk; ``skipped``: special files (sockets, fifos, devices) that walk left out;
+    ``root_key``: (mode, inode, mtime, ctime) of the root directory before the walk.
+    With both, the next save of the same paths from the same root re-stats these
+    entries instead of walking again (:mod:`~circlet.store.blobs.rescan`)."""
 
     root: str = ""
     created_at: float = 0.0
@@ -74,6 +88,13 @@ class Manifest:
     digests: list[str] = field(default_factory=list)
     inos: list[int] = field(default_factory=list)
     ctimes: list[int] = field(default_factory=list)
+    walk: list[str] | None = None
+    skipped: list[str] = field(default_factory=list)
+    root_key: list[int] | None = None
+    # A decoded manifest whose sections :meth:`encode_parts` may reuse for the
+    # columns equal to this one's (an incremental save changes a few rows).
+    based_on: Manifest | None = field(default=None, repr=False, compare=False)
+    _sections: list[memoryview] | None = field(default=None, init=False, repr=False, compare=False)
 
     def add(
         self,
@@ -115,7 +136,7 @@ class Manifest:
 
     def content_size(self) -> int:
         """Uncompressed bytes of all regular files."""
-        return sum(s for k, s in zip(self.kinds, self.sizes, strict=True) if k == FILE)
+        return sum(itertools.compress(self.sizes, map(FILE.__eq__, self.kinds)))
 
     def file_digests(self) -> set[str]:
         """Distinct content digests referenced."""
@@ -125,12 +146,25 @@ class Manifest:
         """The manifest as bytes: a JSON header line, then one section per column
         (text columns NUL-separated, numbers as little-endian int64 arrays), which
         encodes and parses several times faster than JSON lists."""
-        sections = [
-            "\0".join(self.paths).encode("utf-8", "surrogateescape"),
-            "".join(self.kinds).encode("ascii"),
-            "\0".join(self.digests).encode("utf-8", "surrogateescape"),
-            *map(_pack_ints, (self.modes, self.mtimes, self.sizes, self.inos, self.ctimes)),
-        ]
+        return b"".join(self.encode_parts())
+
+    def encode_parts(self) -> list[bytes | memoryview]:
+        """:meth:`encode` in pieces: the header line, then each section. Stored as
+        one chunk each, the sections an incremental save leaves alone (paths,
+        digests, ...) are deduplicated instead of compressed and written again."""
+        base = self.based_on
+        old = base._sections if base is not None else None
+        sections: list[bytes | memoryview] = []
+        for i, name in enumerate(_SECTION_COLUMNS):
+            column = getattr(self, name)
+            if old is not None and column == getattr(base, name):
+                sections.append(old[i])
+            elif name == "kinds":
+                sections.append("".join(column).encode("ascii"))
+            elif name in ("paths", "digests"):
+                sections.append("\0".join(column).encode("utf-8", "surrogateescape"))
+            else:
+                sections.append(_pack_ints(column))
         header = {
             "format": FORMAT,
             "root": self.root,
@@ -138,20 +172,27 @@ class Manifest:
             "count": len(self.paths),
             "sections": [len(section) for section in sections],
         }
-        return b"".join([json.dumps(header).encode(), b"\n", *sections])
+        if self.walk is not None:
+            header["walk"] = self.walk
+            header["skipped"] = self.skipped
+            if self.root_key is not None:
+                header["root_key"] = self.root_key
+        return [json.dumps(header).encode() + b"\n", *sections]
 
     @classmethod
     def decode(cls, data: bytes) -> Manifest:
         """Parse bytes written by :meth:`encode`; ValueError if they are not a manifest."""
-        line, _, body = data.partition(b"\n")
+        end = data.find(b"\n")
         try:
-            header: dict[str, Any] = json.loads(line)
+            header: dict[str, Any] = json.loads(data[:end]) if end >= 0 else {}
         except ValueError:
             header = {}
         if not isinstance(header, dict) or header.get("format") != FORMAT:
             raise ValueError("blob is not a circlet tree manifest")
         count = int(header["count"])
-        sections: list[bytes] = []
+        # Views, not copies: a manifest is megabytes and is read on every save.
+        body = memoryview(data)[end + 1 :]
+        sections: list[memoryview] = []
         pos = 0
         for length in header["sections"]:
             sections.append(body[pos : pos + length])
@@ -159,14 +200,14 @@ class Manifest:
         if len(sections) != 8 or pos != len(body):
             raise ValueError("tree manifest is truncated or damaged")
 
-        def text(raw: bytes) -> list[str]:
-            return raw.decode("utf-8", "surrogateescape").split("\0") if count else []
+        def text(raw: memoryview) -> list[str]:
+            return str(raw, "utf-8", "surrogateescape").split("\0") if count else []
 
         man = cls(
             root=str(header.get("root", "")),
             created_at=float(header.get("created_at", 0.0)),
             paths=text(sections[0]),
-            kinds=list(sections[1].decode("ascii")),
+            kinds=list(str(sections[1], "ascii")),
             digests=text(sections[2]),
             modes=_unpack_ints(sections[3]),
             mtimes=_unpack_ints(sections[4]),
@@ -174,6 +215,13 @@ class Manifest:
             inos=_unpack_ints(sections[6]),
             ctimes=_unpack_ints(sections[7]),
         )
+        walk, skipped = header.get("walk"), header.get("skipped", [])
+        if _str_list(walk) and _str_list(skipped):
+            man.walk, man.skipped = walk, skipped
+            root_key = header.get("root_key")
+            if isinstance(root_key, list) and all(type(v) is int for v in root_key):
+                man.root_key = root_key
+        man._sections = sections
         columns = (
             man.paths,
             man.kinds,

@@ -25,9 +25,10 @@ from circlet.store.api import RestoreStats, TreeEntry
 from circlet.store.blobs.index import Index
 from circlet.store.blobs.manifest import DIR, FILE, Manifest
 from circlet.store.blobs.packs import ChunkStream, PackReader
+from circlet.store.blobs.rescan import rescan, root_key
 from circlet.store.blobs.restore import SafeTarget, run_parallel, write_chunks
-from circlet.store.blobs.walk import Scan, resolve_root, scan
-from circlet.store.blobs.writer import Ingest, Known, TreeBuilder, known_digests
+from circlet.store.blobs.walk import Scan, expand, resolve_root, scan_expanded
+from circlet.store.blobs.writer import Ingest, TreeBuilder, known_digests
 
 
 class BlobNotFoundError(KeyError):
@@ -137,34 +138,56 @@ class LocalBlobStore:
         if existing is not None:
             return existing
         real_root = resolve_root(Path(root))
-        with TreeBuilder(self, root=str(real_root)) as builder:
-            # The previous manifest is parsed on a thread while the walk waits on
-            # find (another process): an incremental save is mostly these two.
+        root_str = str(real_root)
+        with TreeBuilder(self, root=root_str) as builder:
             with ThreadPoolExecutor(1, thread_name_prefix="circlet-prev") as pool:
-                prev = pool.submit(self._previous_known, namespace, str(real_root))
-                found = scan(real_root, paths)
-                previous, known = prev.result()
+                prev = pool.submit(self._previous_manifest, namespace, root_str)
+                root_stat = root_key(root_str)
+                rels, missing = expand(real_root, paths)
+                previous = prev.result()
+                # Same paths saved from this root before: re-stat those entries and
+                # list only the changed directories instead of walking everything.
+                fresh = None if previous is None else rescan(root_str, rels, previous, root_stat)
+                if fresh is None:
+                    # The digests to reuse are indexed on the thread while find walks.
+                    known = pool.submit(known_digests, previous)
+                    found = scan_expanded(real_root, rels, missing)
+                    builder.add_items(found.items, previous, known.result())
+                else:
+                    found = Scan(root_str, missing=missing, skipped=fresh.skipped)
+                    found.incremental, found.listed = True, fresh.listed
+                    builder.add_rescan(fresh, root_str)
             self.last_scan = found
-            builder.add_items(found.items, previous, known)
             self.last_hashed = builder.hashed
+            builder.manifest.walk = list(rels)
+            builder.manifest.skipped = list(found.skipped)
+            builder.manifest.root_key = root_stat
             return builder.commit(namespace, key, meta)
 
     def tree_builder(self, root: str = "") -> TreeBuilder:
         """A builder for trees that do not come from a local walk (archive import)."""
         return TreeBuilder(self, root=root)
 
-    def _previous_known(self, namespace: str, root: str) -> tuple[Manifest | None, Known]:
-        previous = self._previous_manifest(namespace, root)
-        return previous, known_digests(previous)
-
     def _previous_manifest(self, namespace: str, root: str) -> Manifest | None:
+        """The newest manifest saved in ``namespace`` from ``root`` (caller holds a
+        lock), None if there is none or it cannot be read."""
         digest = self.index.newest_manifest(namespace, root)
         if digest is None:
             return None
         try:
-            return self.read_manifest(digest, locked=True)
+            locs = self.index.locate([digest]).get(digest)
+            if locs is None:
+                return None
+            # Straight from the mapped packs: a manifest is megabytes, which the
+            # buffered stream of read_manifest would copy piece by piece.
+            reader = PackReader(self.packs_dir)
+            try:
+                data = b"".join([reader.read(loc) for loc in locs])
+            finally:
+                reader.close()
+            return Manifest.decode(data)
         except (KeyError, ValueError, OSError):
-            return None  # only an optimization: hash everything instead
+            return None  # only an optimization: walk and hash everything instead
 
     def get_tree(self, namespace: str, key: str) -> TreeEntry | None:
         """The entry stored under exactly ``key``."""
@@ -187,7 +210,7 @@ class LocalBlobStore:
     ) -> RestoreStats:
         """Materialize ``entry`` under ``target``.
 
-        With ``cow`` (and where :mod:`~circlet.store.blobs.cow` says it works, into
+        With ``cow`` (and where :mod:`circlet.overlay` says it works, into
         a fresh ``target``): an overlay mount of the store's materialized copy
         (method "overlay"; made by streaming the first time), released with
         ``cow``. Otherwise fresh files decompressed from the packs (method
@@ -200,9 +223,7 @@ class LocalBlobStore:
             except OSError:
                 pass  # an optimization only: extract instead
             else:
-                return RestoreStats(
-                    entry.files, entry.size, time.perf_counter() - start, "overlay"
-                )
+                return RestoreStats(entry.files, entry.size, time.perf_counter() - start, "overlay")
         return self._stream_tree(entry, Path(target), start)
 
     def materialize(self, entry: TreeEntry) -> Path:

@@ -49,12 +49,18 @@ class Item(NamedTuple):
 @dataclass
 class Scan:
     """What :func:`scan` found: entries in path order, requested paths that did not
-    exist, and special files (sockets, fifos, devices) that were left out."""
+    exist, and special files (sockets, fifos, devices) that were left out.
+
+    ``incremental``: the save stat'ed the previous save's entries again instead of
+    walking (:mod:`~circlet.store.blobs.rescan`); ``items`` is then empty and
+    ``listed`` counts the directories it had to list again (the changed ones)."""
 
     root: str
     items: list[Item] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    incremental: bool = False
+    listed: int = 0
 
 
 def resolve_root(root: Path) -> Path:
@@ -133,15 +139,28 @@ def scan(root: Path, paths: Sequence[str] = (".",)) -> Scan:
     A symlink, even one pointing outside the root, is recorded as a symlink.
     """
     real_root = resolve_root(root)
-    result = Scan(root=str(real_root))
-    rels, result.missing = expand(real_root, paths)
-    if rels and _find_scan(result, rels):
+    rels, missing = expand(real_root, paths)
+    return scan_expanded(real_root, rels, missing)
+
+
+def scan_expanded(real_root: Path, rels: Sequence[str], missing: Sequence[str]) -> Scan:
+    """:func:`scan` of what :func:`expand` returned for the real root ``real_root``."""
+    result = Scan(root=str(real_root), missing=list(missing))
+    if rels and _find_scan(result, list(rels)):
         return result
+    walk_python(result, rels)
+    return result
+
+
+def walk_python(result: Scan, rels: Sequence[str]) -> None:
+    """Add the entries at and under ``rels`` (relative to ``result.root``, which is
+    not an entry itself) to ``result`` with one lstat per entry in Python; a start
+    that does not exist goes to ``result.missing``."""
     seen: set[str] = set()
     track = len(rels) > 1  # overlapping requests need de-duplication
     items = result.items
     skipped = result.skipped
-    root_str = str(real_root)
+    root_str = result.root
 
     def add(rel: str, abspath: str, st: os.stat_result) -> bool:
         mode = st.st_mode
@@ -209,7 +228,6 @@ def scan(root: Path, paths: Sequence[str] = (".",)) -> Scan:
     if len(rels) > 1:
         # Overlapping requests ("a", "a/b") or globs can interleave; restore order.
         items.sort(key=lambda i: i.rel.split("/"))
-    return result
 
 
 @functools.cache

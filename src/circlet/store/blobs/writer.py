@@ -20,6 +20,7 @@ from circlet.store.blobs.packs import CHUNK_SIZE, PackWriter, compressor, digest
 from circlet.store.blobs.walk import Item
 
 if TYPE_CHECKING:
+    from circlet.store.blobs.rescan import Rescan
     from circlet.store.blobs.store import LocalBlobStore
 
 # Past this many files to hash, load every known digest once instead of asking
@@ -102,6 +103,26 @@ class Ingest:
             return piece
 
         return self.put_reader(read)[0]
+
+    def put_parts(self, parts: Sequence[bytes | memoryview]) -> str:
+        """Store the concatenation of ``parts`` as one blob whose chunks end where
+        the parts do (and every CHUNK_SIZE bytes within one); return its digest."""
+        whole = blake3.blake3()
+        chunks: list[str] = []
+        size = 0
+        for part in parts:
+            view = memoryview(part)
+            for start in range(0, len(view), CHUNK_SIZE):
+                piece = view[start : start + CHUNK_SIZE]
+                whole.update(piece)
+                chunks.append(self.put_chunk(piece))
+                size += len(piece)
+        if len(chunks) <= 1:  # one chunk: the blob is that chunk
+            return chunks[0] if chunks else self.put_chunk(b"")
+        digest = str(whole.hexdigest())
+        with self._lock:
+            self.composites.append((digest, size, chunks))
+        return digest
 
     def put_file(self, abspath: str, size_hint: int) -> tuple[str, int]:
         """Store one regular file (never following a symlink); return (digest, size)."""
@@ -234,7 +255,7 @@ class TreeBuilder:
         digests: list[str] = list(map(get, keys, targets))
         missing = map(operator.and_, map(FILE.__eq__, kinds), map(operator.not_, digests))
         todo = list(itertools.compress(range(len(digests)), missing))
-        self._hash_files(items, todo, digests, sizes)
+        self._hash_files(lambda i: items[i].abspath, todo, digests, sizes)
         man = self.manifest
         man.paths.extend(rels)
         man.kinds.extend(kinds)
@@ -245,9 +266,27 @@ class TreeBuilder:
         man.inos.extend(inos)
         man.ctimes.extend(ctimes)
 
+    def add_rescan(self, found: Rescan, root: str) -> None:
+        """Record the entries of an incremental walk (:func:`~circlet.store.blobs.
+        rescan.rescan`) of the real root ``root``, hashing the files it lists as
+        changed."""
+        columns = found.columns
+        paths = columns.paths
+        prefix = root.rstrip("/") + "/"
+        self._hash_files(lambda i: prefix + paths[i], found.todo, columns.digests, columns.sizes)
+        man = self.manifest
+        if man.paths:
+            raise ValueError("an incremental walk must be the only entries of a tree")
+        # The columns are this builder's now (no copy).
+        for name in ("paths", "kinds", "modes", "mtimes", "sizes", "digests", "inos", "ctimes"):
+            setattr(man, name, getattr(columns, name))
+        man.based_on = columns.based_on
+
     def _hash_files(
-        self, items: Sequence[Item], todo: list[int], digests: list[str], sizes: list[int]
+        self, path_of: Callable[[int], str], todo: list[int], digests: list[str], sizes: list[int]
     ) -> None:
+        """Store the files of rows ``todo`` (``sizes`` holds the size the walk saw),
+        setting their digest and actual size."""
         ingest = self.ingest
         self.hashed += len(todo)
         if len(todo) > _PRELOAD_FILES:
@@ -255,7 +294,7 @@ class TreeBuilder:
 
         def run(batch: list[int]) -> None:
             for i in batch:
-                digests[i], sizes[i] = ingest.put_file(items[i].abspath, items[i].size)
+                digests[i], sizes[i] = ingest.put_file(path_of(i), sizes[i])
 
         if len(todo) <= 16:
             run(todo)
@@ -265,7 +304,7 @@ class TreeBuilder:
         current_bytes = 0
         for i in todo:
             current.append(i)
-            current_bytes += items[i].size
+            current_bytes += sizes[i]
             if len(current) >= _BATCH_FILES or current_bytes >= _BATCH_BYTES:
                 batches.append(current)
                 current, current_bytes = [], 0
@@ -281,7 +320,7 @@ class TreeBuilder:
         man = self.manifest
         ingest = self.ingest
         try:
-            manifest_digest = ingest.put_bytes(man.encode())
+            manifest_digest = ingest.put_parts(man.encode_parts())
             ingest.pack.finish()
             entry = TreeEntry(
                 namespace=namespace,
