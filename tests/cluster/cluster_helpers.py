@@ -381,7 +381,8 @@ class Scheduler:
     staging: Path
 
     def run(self, pipeline: Any, *, project: str = "gh/acme/fleet", **options: Any) -> Any:
-        from circlet.engine.scheduler import RunOptions, run_pipeline
+        from circlet.engine.run_options import RunOptions
+        from circlet.engine.scheduler import run_pipeline
         from circlet.executors.host import HostExecutor
 
         host = HostExecutor(self.staging / "work")

@@ -76,7 +76,7 @@ class Fleet:
         return runner
 
 
-def make_fleet(home: Path, **server: float) -> Fleet:
+def make_fleet(home: Path, broker: str = REDIS_URL, **server: float) -> Fleet:
     """A fresh database and a started API server (runner tokens are made on demand)."""
     from circlet.store.accounts import SecretBox
     from circlet.store.records import RecordStore
@@ -85,9 +85,9 @@ def make_fleet(home: Path, **server: float) -> Fleet:
     RecordStore(database_url).close()  # the records schema, before any process races for it
     SecretBox(home / "server-secrets.key")  # one key, before two processes race to make it
     prefix = "t" + uuid.uuid4().hex[:10]
-    api = ApiServer(home, database_url, queue_prefix=prefix, broker_url=REDIS_URL, **server)
+    api = ApiServer(home, database_url, queue_prefix=prefix, broker_url=broker, **server)
     api.start()
-    return Fleet(home, database_url, prefix, api, create_engine(database_url))
+    return Fleet(home, database_url, prefix, api, create_engine(database_url), broker=broker)
 
 
 def close_fleet(fleet: Fleet) -> None:

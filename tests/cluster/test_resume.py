@@ -12,7 +12,9 @@ from cluster_helpers import pipeline_from
 
 from circlet.cluster.resume import INTERRUPTED, resume_state, settle_pipeline
 from circlet.engine import events as ev
-from circlet.engine.scheduler import ResumedCopy, RunOptions, run_pipeline
+from circlet.engine.resume import ResumedCopy
+from circlet.engine.run_options import RunOptions
+from circlet.engine.scheduler import run_pipeline
 from circlet.executors.host import HostExecutor
 from circlet.store.blobs import LocalBlobStore
 from circlet.store.records import RecordStore

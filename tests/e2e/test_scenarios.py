@@ -23,7 +23,9 @@ import pytest
 
 from circlet.config import compile_file, pipeline_values
 from circlet.engine import events as ev
-from circlet.engine.scheduler import PipelineResult, RunOptions, run_pipeline
+from circlet.engine.results import PipelineResult
+from circlet.engine.run_options import RunOptions
+from circlet.engine.scheduler import run_pipeline
 from circlet.executors.base import Executor
 from circlet.executors.host import HostExecutor
 from circlet.plan import Pipeline

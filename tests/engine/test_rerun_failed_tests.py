@@ -11,7 +11,9 @@ import pytest
 
 from circlet.engine import events as ev
 from circlet.engine.jobfiles import failed_test_names
-from circlet.engine.scheduler import PipelineResult, RunOptions, run_pipeline
+from circlet.engine.results import PipelineResult
+from circlet.engine.run_options import RunOptions
+from circlet.engine.scheduler import run_pipeline
 from circlet.executors.host import HostExecutor
 from circlet.plan import (
     DockerImage,

@@ -9,13 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from circlet.engine import events as ev
-from circlet.engine.scheduler import (
-    InheritedWorkspace,
-    PipelineResult,
-    RunOptions,
-    WorkflowCancels,
-    run_pipeline,
-)
+from circlet.engine.results import PipelineResult
+from circlet.engine.run_options import InheritedWorkspace, RunOptions, WorkflowCancels
+from circlet.engine.scheduler import run_pipeline
 from circlet.executors.host import HostExecutor
 from circlet.plan import (
     AttachWorkspaceStep,

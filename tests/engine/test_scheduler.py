@@ -12,7 +12,10 @@ import pytest
 from engine_helpers import NoSharedStaging, StopFails
 
 from circlet.engine import events as ev
-from circlet.engine.scheduler import PipelineResult, RunOptions, run_pipeline, select_workflows
+from circlet.engine.results import PipelineResult
+from circlet.engine.run_options import RunOptions
+from circlet.engine.scheduler import run_pipeline
+from circlet.engine.workflow_dag import select_workflows
 from circlet.executors.host import HostExecutor
 from circlet.plan import (
     BranchTagFilter,

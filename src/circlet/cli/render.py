@@ -26,7 +26,7 @@ from rich.tree import Tree
 from circlet.engine import events as ev
 
 if TYPE_CHECKING:
-    from circlet.engine.scheduler import PipelineResult, WorkflowResult
+    from circlet.engine.results import PipelineResult, WorkflowResult
 
 TAIL_LINES = 20
 

@@ -27,7 +27,9 @@ from rich.console import Console
 
 from circlet import settings
 from circlet.cli.render import Renderer
-from circlet.engine.scheduler import ExecutorFactory, PipelineResult, RunOptions, run_pipeline
+from circlet.engine.results import PipelineResult
+from circlet.engine.run_options import RunOptions
+from circlet.engine.scheduler import ExecutorFactory, run_pipeline
 from circlet.executors.base import Executor, ExecutorError
 from circlet.plan import JobSpec, Pipeline
 

@@ -64,6 +64,29 @@ def make_celery(broker_url: str, *, visibility_timeout: int = VISIBILITY_TIMEOUT
     return app
 
 
+def close_celery(app: Any) -> None:
+    """Release every broker connection ``app`` opened. ``Celery.close`` leaves the
+    producer pool's and the broadcast's connections open (with an AMQP broker they
+    are sockets until the process ends); the pools are kombu's process-wide ones,
+    keyed by broker URL, so closed ones are also dropped from kombu's registry:
+    the next app for the same broker gets fresh pools, not closed ones."""
+    from kombu import pools
+
+    closed = []
+    producers = app.amqp._producer_pool
+    if producers is not None:
+        producers.force_close_all()
+        closed.append(producers)
+    if app._pool is not None:
+        app._pool.force_close_all()
+        closed.append(app._pool)
+    for group in (pools.producers, pools.connections):
+        for key, pool in list(group.items()):
+            if any(pool is c for c in closed):
+                dict.__delitem__(group, key)  # keys are eqhash()es already
+    app.close()
+
+
 def send_job(app: Any, *, queue: str, job_id: str, attempt: int, task_id: str) -> None:
     """Put one job message on ``queue`` (retried while the broker restarts)."""
     app.send_task(

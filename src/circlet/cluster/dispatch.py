@@ -1,4 +1,4 @@
-"""``ClusterDispatcher``: the scheduler's :class:`~circlet.engine.scheduler.Dispatcher`
+"""``ClusterDispatcher``: the scheduler's :class:`~circlet.engine.dispatcher.Dispatcher`
 for a fleet. A job whose ``resource_class`` is a runner class (``org/name``)
 goes to that class's Celery queue; any other job runs in the local pool (or,
 with ``default_queue``, on runners of the class ``default``).
@@ -39,12 +39,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from circlet.cluster.celery_app import make_celery, revoke, send_job
-from circlet.cluster.store import ClusterStore, Dispatched, JobState, Listener, Sealer
+from circlet.cluster.celery_app import close_celery, make_celery, revoke, send_job
+from circlet.cluster.store import ClusterStore
+from circlet.cluster.store_base import Sealer
+from circlet.cluster.store_dispatch import Dispatched, JobState, Listener
 from circlet.cluster.wire import DEFAULT_CLASS, queue_name, request_to_dict, runner_class
 from circlet.engine import events as ev
+from circlet.engine.dispatcher import RESUMED, DispatchContext, Dispatcher, LocalDispatcher
 from circlet.engine.runner import JobRequest, JobResult, StepRecord
-from circlet.engine.scheduler import RESUMED, DispatchContext, Dispatcher, LocalDispatcher
 from circlet.plan import CheckoutStep, JobSpec
 from circlet.store.api import BlobStore
 
@@ -159,7 +161,7 @@ class ClusterDispatcher:
         for thread in (self._thread, self._forwarder):
             if thread is not None:
                 thread.join()
-        self.celery.close()
+        close_celery(self.celery)
 
     # ------------------------------------------------------------- remote
 

@@ -28,15 +28,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
-from circlet.cluster.store import ClusterStore, Dispatched
+from circlet.cluster.store import ClusterStore
+from circlet.cluster.store_dispatch import Dispatched
 from circlet.engine import events as ev
-from circlet.engine.scheduler import (
-    DISPATCHED,
-    Resume,
-    ResumedCopy,
-    ResumedJob,
-    ResumedWorkflow,
-)
+from circlet.engine.resume import DISPATCHED, Resume, ResumedCopy, ResumedJob, ResumedWorkflow
 from circlet.engine.state import JOB_TERMINAL
 from circlet.plan import Pipeline
 from circlet.store.models import JobRecord, PipelineRecord, WorkflowRecord

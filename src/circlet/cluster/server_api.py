@@ -27,13 +27,8 @@ from pydantic import BaseModel, Field
 from circlet import settings as global_settings
 from circlet.cluster import server_blobs
 from circlet.cluster.reaper import Reaper
-from circlet.cluster.store import (
-    DEFAULT_HEARTBEAT,
-    DEFAULT_LEASE,
-    ClusterStore,
-    RefusedError,
-    Sealer,
-)
+from circlet.cluster.store import ClusterStore
+from circlet.cluster.store_base import DEFAULT_HEARTBEAT, DEFAULT_LEASE, RefusedError, Sealer
 from circlet.cluster.tokens import RunnerInfo, lookup_token, touch_runner
 from circlet.cluster.wire import WireError, seal_for_runner
 from circlet.engine import events as ev

@@ -33,7 +33,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, Response
 from pydantic import BaseModel
 
-from circlet.cluster.store import RefusedError
+from circlet.cluster.store_base import RefusedError
 from circlet.store.api import BlobStore, TreeEntry, iter_chunks
 
 DIGEST = re.compile(r"^[0-9a-f]{64}$")

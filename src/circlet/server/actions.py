@@ -14,7 +14,8 @@ from typing import Any, cast
 
 from circlet.engine import events as ev
 from circlet.engine.jobfiles import failed_test_names
-from circlet.engine.scheduler import InheritedWorkspace, upstream_of
+from circlet.engine.run_options import InheritedWorkspace
+from circlet.engine.workflow_dag import upstream_of
 from circlet.plan import JobNode, Pipeline, Requirement
 from circlet.server import code as code_mod
 from circlet.server.runs import (

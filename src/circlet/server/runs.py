@@ -29,13 +29,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from circlet.engine import events as ev
-from circlet.engine.scheduler import (
-    InheritedWorkspace,
-    Resume,
-    RunOptions,
-    WorkflowCancels,
-    run_pipeline,
-)
+from circlet.engine.resume import Resume
+from circlet.engine.run_options import InheritedWorkspace, RunOptions, WorkflowCancels
+from circlet.engine.scheduler import run_pipeline
 from circlet.executors.base import Executor
 from circlet.plan import JobSpec, Pipeline
 from circlet.server import code as code_mod
@@ -46,7 +42,7 @@ from circlet.store.records import RecordStore
 
 if TYPE_CHECKING:
     from circlet.cluster.resume import Unfinished
-    from circlet.cluster.store import Sealer
+    from circlet.cluster.store_base import Sealer
 
 log = logging.getLogger(__name__)
 

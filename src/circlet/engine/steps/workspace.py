@@ -30,7 +30,7 @@ from circlet.plan import AttachWorkspaceStep, PersistToWorkspaceStep, Step
 from circlet.store.api import TreeEntry
 
 # StepContext.extra key: {"upstream": [job names in the original workflow's order],
-# "sources": {job name: workflow id holding its layers}} (scheduler._workspace_extra).
+# "sources": {job name: workflow id holding its layers}} (run_options.workspace_extra).
 INHERITED_WORKSPACE = "inherited_workspace"
 
 
