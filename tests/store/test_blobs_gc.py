@@ -31,12 +31,15 @@ def tree(root: Path, shared: bytes, unique_kb: int) -> Path:
 def test_prune_by_age_drops_only_old_trees(store: LocalBlobStore, tmp_path: Path) -> None:
     shared = os.urandom(50_000)
     old_src = tree(tmp_path / "old", shared, 100)
-    store.put_tree("cache/p", "old", old_src)
+    old = store.put_tree("cache/p", "old", old_src)
     time.sleep(0.5)
     new_src = tree(tmp_path / "new", shared, 100)
     new = store.put_tree("cache/p", "new", new_src)
     before = store.stored_bytes()
-    result = collect(store, max_age_days=0.3 / 86400)
+    # The age limit falls between the two saves however long they took (a loaded
+    # machine may take longer than the sleep to save the second tree).
+    midpoint = (old.created_at + new.created_at) / 2
+    result = collect(store, max_age_days=(time.time() - midpoint) / 86400)
     assert result.trees_removed == [("cache/p", "old")]
     assert [e.key for e in store.list_trees()] == ["new"]
     # The old tree's unique 100 kB went; the shared file did not.
