@@ -10,6 +10,7 @@ Layout of the store folder::
 from __future__ import annotations
 
 import fcntl
+import gc
 import os
 import shutil
 import time
@@ -139,7 +140,10 @@ class LocalBlobStore:
             return existing
         real_root = resolve_root(Path(root))
         root_str = str(real_root)
-        with TreeBuilder(self, root=root_str) as builder:
+        # A save makes a few objects per entry and frees none of them until it
+        # ends: the cyclic collector would only walk them again and again (a
+        # third of an incremental save's Python time on 17k entries).
+        with _gc_paused(), TreeBuilder(self, root=root_str) as builder:
             with ThreadPoolExecutor(1, thread_name_prefix="circlet-prev") as pool:
                 prev = pool.submit(self._previous_manifest, namespace, root_str)
                 root_stat = root_key(root_str)
@@ -304,6 +308,17 @@ class LocalBlobStore:
     def stored_bytes(self) -> int:
         """Bytes the packs take on disk."""
         return sum(p.stat().st_size for p in self.packs_dir.iterdir() if p.is_file())
+
+
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _boot_id() -> str:
