@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any, Protocol
 
@@ -55,6 +55,9 @@ class ClusterStoreBase:
         heartbeat_seconds: float = DEFAULT_HEARTBEAT,
     ) -> None:
         self.engine: Engine = engine_of(records_or_engine)
+        # The records buffer step output for a moment: forwarding writes it out
+        # before it counts events as handed on (a crash must not lose them).
+        self.flush_records: Callable[[], None] | None = getattr(records_or_engine, "flush", None)
         self._writer = self.engine.execution_options(sqlite_begin="IMMEDIATE")
         self.sealer = sealer
         self.lease_seconds = lease_seconds

@@ -284,6 +284,8 @@ class DispatchSide(ClusterStoreBase):
         # (SQLite has a single writer).
         for payload in payloads:
             sink(event_from_dict(json.loads(payload)))
+        if self.flush_records is not None:
+            self.flush_records()  # the output is in the records before ``forwarded`` moves
         end = start + len(payloads)
         with self._write() as s:
             moved = s.execute(
