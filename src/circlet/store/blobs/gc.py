@@ -115,9 +115,8 @@ def collect(
             (store.packs_dir / f"{name}.pack").unlink(missing_ok=True)
         for stray in store.packs_dir.glob("*.pack.tmp"):
             stray.unlink(missing_ok=True)
-        kept = {manifest for _, _, manifest, _ in trees} - {
-            m for (ns, key, m, _) in trees if (ns, key) in set(result.trees_removed)
-        }
+        removed = set(result.trees_removed)
+        kept = {m for (ns, key, m, _) in trees if (ns, key) not in removed}
         result.materialized_removed = _drop_materialized(store, kept)
         result.freed = max(0, before - store.stored_bytes())
     return result
