@@ -95,37 +95,42 @@ def unmount(target: Path) -> bool:
     return rc == 0
 
 
-def mounts_under(path: Path) -> list[Path]:
-    """Mount points at or under ``path`` (deepest first), from /proc/self/mountinfo."""
-    prefix = os.path.realpath(path)
-    found: list[Path] = []
+def _mountinfo() -> list[tuple[str, str, str]]:
+    """(mount point, filesystem type, super options) of every mount, from
+    /proc/self/mountinfo; [] if it cannot be read."""
+    mounts: list[tuple[str, str, str]] = []
     try:
         with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as fh:
             for line in fh:
-                point = _unescape(line.split(" ", 5)[4])
-                if point == prefix or point.startswith(prefix.rstrip("/") + "/"):
-                    found.append(Path(point))
+                head, _, tail = line.partition(" - ")
+                fields = tail.split(" ")
+                options = fields[2].strip() if len(fields) > 2 else ""
+                mounts.append((_unescape(head.split(" ", 5)[4]), fields[0], options))
     except OSError:
         return []
+    return mounts
+
+
+def mounts_under(path: Path) -> list[Path]:
+    """Mount points at or under ``path`` (deepest first)."""
+    prefix = os.path.realpath(path)
+    found = [
+        Path(point)
+        for point, _, _ in _mountinfo()
+        if point == prefix or point.startswith(prefix.rstrip("/") + "/")
+    ]
     return sorted(found, key=lambda p: len(p.parts), reverse=True)
 
 
 def lower_dirs_in_use() -> set[str]:
     """Lower directories of every overlay mounted now (kept by garbage collection)."""
     used: set[str] = set()
-    try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as fh:
-            for line in fh:
-                _, _, rest = line.partition(" - ")
-                fields = rest.split(" ")
-                if fields[0] != "overlay" or len(fields) < 3:
-                    continue
-                for option in fields[2].split(","):
-                    if option.startswith("lowerdir="):
-                        for lower in option[len("lowerdir=") :].split(":"):
-                            used.add(_unescape(lower.strip()))
-    except OSError:
-        pass
+    for _, fstype, options in _mountinfo():
+        if fstype != "overlay":
+            continue
+        for option in options.split(","):
+            if option.startswith("lowerdir="):
+                used.update(_unescape(lower) for lower in option[len("lowerdir=") :].split(":"))
     return used
 
 
