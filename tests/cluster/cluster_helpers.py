@@ -25,6 +25,8 @@ from typing import Any
 import httpx
 
 REDIS_URL = os.environ.get("CIRCLET_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+AMQP_URL = os.environ.get("CIRCLET_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+AMQP_NODE = os.environ.get("CIRCLET_TEST_AMQP_NODE", "circlet@localhost")
 DATABASE_URL = os.environ.get(
     "CIRCLET_TEST_DATABASE_URL", "postgresql+psycopg://circlet:circlet@127.0.0.1:5432/circlet"
 )
@@ -83,9 +85,27 @@ def drop_database(url: str) -> None:
         conn.execute(f"DROP DATABASE IF EXISTS {name}")
 
 
+def rabbitmqctl(*args: str) -> str:
+    """Run ``rabbitmqctl`` against the test node (``scripts/services``); its output."""
+    proc = subprocess.run(
+        ["rabbitmqctl", "-q", "-n", AMQP_NODE, *args],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, f"rabbitmqctl {' '.join(args)}: {proc.stderr.strip()}"
+    return proc.stdout
+
+
 def forget_queues(broker_url: str, prefix: str) -> None:
-    """Remove what a test left in a shared Redis under its queue prefix: queues,
-    bindings, and messages a killed runner never acknowledged."""
+    """Remove what a test left in a shared broker under its queue prefix: queues,
+    bindings, and (Redis) messages a killed runner never acknowledged."""
+    if broker_url.startswith("amqp"):
+        for line in rabbitmqctl("list_queues", "name").splitlines()[1:]:
+            if prefix in line:
+                rabbitmqctl("delete_queue", line.strip())
+        return
     import redis
 
     client = redis.Redis.from_url(broker_url)

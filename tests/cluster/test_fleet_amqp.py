@@ -4,21 +4,23 @@ queued loses nothing (durable queues, persistent messages, late acks)."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cluster_helpers import drop_database, in_background, pipeline_from, say, scheduler, wait_for
-from conftest import Fleet, make_fleet
+from cluster_helpers import (
+    AMQP_URL,
+    in_background,
+    pipeline_from,
+    rabbitmqctl,
+    say,
+    scheduler,
+    wait_for,
+)
+from conftest import Fleet, close_fleet, make_fleet
 
 from circlet.cluster.wire import queue_name
-
-AMQP_URL = os.environ.get("CIRCLET_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
-NODE = os.environ.get("CIRCLET_TEST_AMQP_NODE", "circlet@localhost")
-CLASSES = ("acme/a", "acme/b")
 
 WORKFLOW = """
 version: 2.1
@@ -41,18 +43,6 @@ workflows:
       - build
       - test: {requires: [build]}
 """
-
-
-def _rabbitmqctl(*args: str) -> str:
-    proc = subprocess.run(
-        ["rabbitmqctl", "-q", "-n", NODE, *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert proc.returncode == 0, f"rabbitmqctl {' '.join(args)}: {proc.stderr.strip()}"
-    return proc.stdout
 
 
 def _check_rabbitmq() -> None:
@@ -78,25 +68,7 @@ def rabbit_fleet(services: None, tmp_path_factory: pytest.TempPathFactory) -> It
         built.runner("rabbit-b", ["acme/b"])
         yield built
     finally:
-        for runner in built.runners:
-            runner.process.stop()
-        built.runners.clear()
-        built.api.process.stop()
-        for resource_class in CLASSES:
-            subprocess.run(
-                [
-                    "rabbitmqctl",
-                    "-q",
-                    "-n",
-                    NODE,
-                    "delete_queue",
-                    queue_name(built.queue_prefix, resource_class),
-                ],
-                capture_output=True,
-                check=False,
-            )
-        built.engine.dispose()
-        drop_database(built.database_url)
+        close_fleet(built)
 
 
 def test_jobs_go_through_rabbitmq_to_the_runner_of_their_class(
@@ -126,7 +98,7 @@ def test_a_rabbitmq_restart_loses_no_queued_job(rabbit_fleet: Fleet, tmp_path: P
             queue = queue_name(fleet.queue_prefix, "acme/a")
 
             def queued() -> bool:
-                for line in _rabbitmqctl("list_queues", "name", "messages").splitlines():
+                for line in rabbitmqctl("list_queues", "name", "messages").splitlines():
                     name, _, count = line.rpartition("\t")
                     if name == queue and count.strip().isdigit() and int(count) >= 1:
                         return True
@@ -135,13 +107,13 @@ def test_a_rabbitmq_restart_loses_no_queued_job(rabbit_fleet: Fleet, tmp_path: P
             try:
                 wait_for(queued, 60, f"the build job to wait in {queue}", interval=0.5)
             except AssertionError:
-                listing = _rabbitmqctl("list_queues", "name", "messages", "consumers")
+                listing = rabbitmqctl("list_queues", "name", "messages", "consumers")
                 raise AssertionError(f"no job queued in {queue}; queues:\n{listing}") from None
             say(f"{queue} holds the build job; restarting RabbitMQ (stop_app, start_app)")
             started = time.monotonic()
-            _rabbitmqctl("stop_app")
-            _rabbitmqctl("start_app")
-            _rabbitmqctl("await_startup")
+            rabbitmqctl("stop_app")
+            rabbitmqctl("start_app")
+            rabbitmqctl("await_startup")
             say(f"RabbitMQ back after {time.monotonic() - started:.1f}s")
             assert queued(), "the queued job did not survive the broker restart"
             runner_a.start()
